@@ -1,0 +1,1 @@
+"""sftrl: SFT -> RL study pipeline."""

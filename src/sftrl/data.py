@@ -1,0 +1,159 @@
+"""The data stage: SFT, RL-prompt and evaluation sets of GeneralPoints hands.
+
+Splits (parquet, one row per hand; columns in docs/architecture.md):
+- sft_train / sft_heldout: train-rule hands with a solver completion;
+- rl_prompts: train-rule prompts for RL;
+- eval_id_seen / eval_id_unseen: train-rule hands whose value multiset is / is not among the
+  multisets SFT and RL may train on;
+- eval_ood: hands under the OOD rule.
+A fraction of the solvable train-rule value multisets is held out ("unseen"): none of them
+appears in sft_train, sft_heldout or rl_prompts. The manifest summary records the overlaps.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sftrl.game import (
+    Rule,
+    card_values,
+    id_multiset_key,
+    render_completion,
+    render_prompt,
+    sample_hand,
+    solvability_table,
+    solve,
+)
+
+SPLITS = ("sft_train", "sft_heldout", "rl_prompts", "eval_id_seen", "eval_id_unseen", "eval_ood")
+TRAIN_SPLITS = ("sft_train", "sft_heldout", "rl_prompts")
+
+
+def rule_from_params(params: dict[str, Any]) -> Rule:
+    return Rule.from_config(params)
+
+
+def solvable_multisets(rule: Rule) -> list[str]:
+    """Keys (sorted values joined by '-') of every solvable value multiset under `rule`."""
+    values = sorted(set(range(1, 11)) | set(rule.face_values))
+    table = solvability_table(
+        values_range=(min(values), max(values)), n_cards=rule.n_cards, target=rule.target
+    )
+    reachable = set(values)
+    return sorted(
+        "-".join(str(v) for v in ms)
+        for ms, sols in table.items()
+        if sols and set(ms) <= reachable
+    )
+
+
+def split_multisets(keys: Sequence[str], fraction: float, seed: int) -> tuple[set, set]:
+    """Seeded (seen, unseen) partition of multiset keys; unseen gets round(fraction * n)."""
+    order = sorted(keys)
+    random.Random(f"{seed}:unseen").shuffle(order)
+    n_unseen = max(1, round(fraction * len(order)))
+    return set(order[n_unseen:]), set(order[:n_unseen])
+
+
+def draw_hands(
+    rng: random.Random, rule: Rule, n: int, keep: Callable[[str], bool]
+) -> list[tuple[str, ...]]:
+    """n solvable hands under `rule` whose ID multiset key passes `keep` (rejection sampling)."""
+    hands = []
+    while len(hands) < n:
+        hand = sample_hand(rng, rule, solvable_only=True)
+        if keep(id_multiset_key(hand)):
+            hands.append(hand)
+    return hands
+
+
+def make_rows(hands: Sequence[Sequence[str]], rule: Rule, with_completion: bool) -> list[dict]:
+    rows = []
+    for hand in hands:
+        values = list(card_values(hand, rule))
+        row = {
+            "prompt": render_prompt(hand, rule),
+            "cards": list(hand),
+            "values": values,
+            "rule": rule.to_json(),
+            "multiset": id_multiset_key(hand),
+        }
+        if with_completion:
+            row["completion"] = render_completion(hand, rule, solve(values, rule.target))
+        rows.append(row)
+    return rows
+
+
+def build_splits(params: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """All splits as lists of rows, and the summary (sizes, multiset overlaps)."""
+    train_rule = rule_from_params(params["train_rule"])
+    ood_rule = rule_from_params(params["ood_rule"])
+    seed = params["seed"]
+    seen, unseen = split_multisets(
+        solvable_multisets(train_rule), params["unseen_fraction"], seed
+    )
+
+    def rng(split: str) -> random.Random:
+        # one independent, named stream per split: resizing one split leaves the others alone
+        return random.Random(f"{seed}:{split}")
+
+    sizes = {
+        "sft_train": params["sft_hands"],
+        "sft_heldout": params["sft_heldout_hands"],
+        "rl_prompts": params["rl_hands"],
+        "eval_id_seen": params["eval_hands"],
+        "eval_id_unseen": params["eval_hands"],
+        "eval_ood": params["eval_hands"],
+    }
+    is_seen, is_unseen = seen.__contains__, unseen.__contains__
+    hands = {
+        split: draw_hands(rng(split), train_rule, sizes[split], is_seen) for split in TRAIN_SPLITS
+    }
+    hands["eval_id_seen"] = draw_hands(rng("eval_id_seen"), train_rule, sizes["eval_id_seen"], is_seen)
+    hands["eval_id_unseen"] = draw_hands(
+        rng("eval_id_unseen"), train_rule, sizes["eval_id_unseen"], is_unseen
+    )
+    hands["eval_ood"] = draw_hands(rng("eval_ood"), ood_rule, sizes["eval_ood"], lambda _: True)
+
+    rows = {
+        split: make_rows(h, ood_rule if split == "eval_ood" else train_rule, split.startswith("sft"))
+        for split, h in hands.items()
+    }
+    summary = overlap_summary(rows, seen, unseen)
+    return rows, summary
+
+
+def overlap_summary(rows: dict[str, list[dict]], seen: set, unseen: set) -> dict[str, Any]:
+    multisets = {split: {r["multiset"] for r in split_rows} for split, split_rows in rows.items()}
+    train = set().union(*(multisets[s] for s in TRAIN_SPLITS))
+    return {
+        "rows": {split: len(r) for split, r in rows.items()},
+        "distinct_multisets": {split: len(m) for split, m in multisets.items()},
+        "seen_multisets": len(seen),
+        "unseen_multisets": sorted(unseen),
+        # the guarantee the seen/unseen split exists for: both must be 0
+        "unseen_in_training": len(train & unseen),
+        "eval_id_unseen_in_training": len(multisets["eval_id_unseen"] & train),
+        "eval_id_seen_in_training": len(multisets["eval_id_seen"] & train),
+    }
+
+
+def write_splits(rows: dict[str, list[dict]], out_dir: Path) -> None:
+    import datasets  # heavy import, only where the files are written
+
+    for split, split_rows in rows.items():
+        datasets.Dataset.from_list(split_rows).to_parquet(str(out_dir / f"{split}.parquet"))
+
+
+def run(spec: dict[str, Any]) -> None:
+    from sftrl.store import open_artifact
+
+    rows, summary = build_splits(spec["params"])
+    if summary["unseen_in_training"] or summary["eval_id_unseen_in_training"]:
+        raise RuntimeError(f"held-out multisets leaked into training data: {summary}")
+    with open_artifact(spec) as art:
+        write_splits(rows, Path(art.path))
+        art.summary.update(summary)

@@ -1,0 +1,58 @@
+"""Config validation: defaults filled, bad keys and values rejected with the key named."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sftrl.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_config_validates_and_fills_defaults():
+    config = load_config(ROOT / "config.yaml")
+    assert config["data"]["eval_hands"] == 234
+    assert config["resources"]["default"]["gpu"] == 0
+    assert config["game"]["rules"]["ood"]["face_values"] == [11, 12, 13]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_validates(name):
+    load_config(ROOT / "config.yaml", ROOT / "configs" / name)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"data": {"sft_hand": 3}}, "data.sft_hand"),
+        ({"data": {"unseen_fraction": 1.5}}, "data.unseen_fraction"),
+        ({"data": {"eval_hands": "many"}}, "data.eval_hands"),
+        ({"model": {"source": "gpt"}}, "model.source"),
+        ({"typo_section": {}}, "typo_section"),
+        ({"resources": {"sft": {"gpu": -1}}}, "resources.sft.gpu"),
+        ({"game": {"ood_rule": "nope"}}, "game.ood_rule"),
+        ({"sft": {"epochs": [2, 1]}}, "sft.epochs"),
+        ({"rl": {"start_epochs": [3]}}, "rl.start_epochs"),
+        ({"model": {"source": "hf"}}, "model.hf_path"),
+    ],
+)
+def test_bad_config_names_the_key(override, named):
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "config.yaml", overrides=override)
+    assert named in str(err.value)
+
+
+def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
+    """A typo fails at parse time: no job runs, nothing is written under results/."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  sft_handz: 10\n")
+    proc = subprocess.run(
+        [str(ROOT / ".venv/bin/snakemake"), "-n", "--configfile", str(bad), "-d", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "data.sft_handz" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,67 @@
+"""The artifact plan: ids are pure functions of config + code, and changes stay local."""
+
+from pathlib import Path
+
+from sftrl.config import load_config
+from sftrl.plan import Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+FINGERPRINT = {"code": "fixed", "packages": {}}
+
+
+def plan(**overrides) -> Plan:
+    return Plan(load_config(ROOT / "config.yaml", overrides=overrides), FINGERPRINT)
+
+
+def ids(p: Plan, stage: str) -> set[str]:
+    return {a.id for a in p.stage(stage)}
+
+
+def test_same_config_same_ids():
+    assert set(plan().artifacts) == set(plan().artifacts)
+
+
+def test_rl_fans_out_over_epochs_algorithms_and_seeds():
+    p = plan(rl={"algorithms": ["ppo", "grpo"], "seeds": [0, 1]})
+    n_epochs = len(p.config["sft"]["epochs"])
+    assert len(p.stage("rl")) == n_epochs * 2 * 2
+    # every model artifact is evaluated exactly once
+    evaluated = {a.parents["model"] for a in p.stage("eval")}
+    models = {a.id for s in ("pretrain", "sft", "rl", "surgery", "rlsft") for a in p.stage(s)}
+    assert evaluated == models
+
+
+def test_changing_sft_changes_only_sft_and_downstream():
+    a, b = plan(), plan(sft={"epochs": [0.5, 1, 2, 4, 8], "lr": 3e-4})
+    assert ids(a, "data") == ids(b, "data")
+    assert ids(a, "pretrain") == ids(b, "pretrain")
+    assert ids(a, "sft").isdisjoint(ids(b, "sft"))
+    assert ids(a, "rl").isdisjoint(ids(b, "rl"))
+
+
+def test_changing_eval_decoding_reruns_only_evaluations():
+    a, b = plan(), plan(eval={"max_new_tokens": 7})
+    for stage in ("data", "pretrain", "sft", "rl", "spectrum"):
+        assert ids(a, stage) == ids(b, stage), stage
+    assert ids(a, "eval").isdisjoint(ids(b, "eval"))
+
+
+def test_code_change_changes_every_id():
+    a = plan()
+    b = Plan(a.config, {"code": "edited", "packages": {}})
+    assert set(a.artifacts).isdisjoint(b.artifacts)
+
+
+def test_ood_peak_choice_depends_on_the_sft_evaluation():
+    p = plan()
+    peak_to_end = [a for a in p.stage("spectrum") if "ood-peak" in a.label]
+    assert len(peak_to_end) == 1
+    sft_eval = p.evals[p.sft.id]
+    assert peak_to_end[0].parents["reference_eval"] == sft_eval.id
+
+
+def test_hf_model_source_has_no_pretrain_stage():
+    p = plan(model={"source": "hf", "hf_path": "/models/qwen"})
+    assert not p.stage("pretrain")
+    assert p.sft.inputs["base_model"] == "/models/qwen"
+    assert p.sft.parents["base"] == "hf:/models/qwen"

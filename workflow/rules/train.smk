@@ -1,0 +1,86 @@
+# Training stages run as `python -m sftrl.train.<stage>`: the same command runs under
+# `accelerate launch` on several GPUs, where a script: rule would get no snakemake object.
+
+
+rule pretrain:
+    input:
+        unpack(parents_of("pretrain")),
+    output:
+        f"{RESULTS}/pretrain/{{id}}/manifest.json",
+    params:
+        spec=spec_json("pretrain"),
+        launcher=launcher("pretrain"),
+    log:
+        f"logs/pretrain/{{id}}.log",
+    threads: res("pretrain", "threads")
+    resources:
+        mem_mb=res("pretrain", "mem_mb"),
+        runtime=res("pretrain", "runtime"),
+        gpu=res("pretrain", "gpu"),
+    conda:
+        "../../envs/sftrl.yaml"
+    shell:
+        "{params.launcher} -m sftrl.jobs --spec {params.spec:q} > {log} 2>&1"
+
+
+rule sft:
+    input:
+        unpack(parents_of("sft")),
+    output:
+        f"{RESULTS}/sft/{{id}}/manifest.json",
+    params:
+        spec=spec_json("sft"),
+        launcher=launcher("sft"),
+    log:
+        f"logs/sft/{{id}}.log",
+    threads: res("sft", "threads")
+    resources:
+        mem_mb=res("sft", "mem_mb"),
+        runtime=res("sft", "runtime"),
+        gpu=res("sft", "gpu"),
+    conda:
+        "../../envs/sftrl.yaml"
+    shell:
+        "{params.launcher} -m sftrl.jobs --spec {params.spec:q} > {log} 2>&1"
+
+
+rule rl:
+    input:
+        unpack(parents_of("rl")),
+    output:
+        f"{RESULTS}/rl/{{id}}/manifest.json",
+    params:
+        spec=spec_json("rl"),
+        launcher=launcher("rl"),
+    log:
+        f"logs/rl/{{id}}.log",
+    threads: res("rl", "threads")
+    resources:
+        mem_mb=res("rl", "mem_mb"),
+        runtime=res("rl", "runtime"),
+        gpu=res("rl", "gpu"),
+    conda:
+        "../../envs/sftrl.yaml"
+    shell:
+        "{params.launcher} -m sftrl.jobs --spec {params.spec:q} > {log} 2>&1"
+
+
+rule rlsft:
+    input:
+        unpack(parents_of("rlsft")),
+    output:
+        f"{RESULTS}/rlsft/{{id}}/manifest.json",
+    params:
+        spec=spec_json("rlsft"),
+        launcher=launcher("rlsft"),
+    log:
+        f"logs/rlsft/{{id}}.log",
+    threads: res("rlsft", "threads")
+    resources:
+        mem_mb=res("rlsft", "mem_mb"),
+        runtime=res("rlsft", "runtime"),
+        gpu=res("rlsft", "gpu"),
+    conda:
+        "../../envs/sftrl.yaml"
+    shell:
+        "{params.launcher} -m sftrl.jobs --spec {params.spec:q} > {log} 2>&1"
