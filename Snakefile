@@ -16,9 +16,12 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
+    default_target: True
     input:
         PLAN.manifests(),
-    default_target: True
+        expand(f"{RESULTS}/figures/{{name}}.pdf", name=FIGURES),
+        f"{RESULTS}/summary.md",

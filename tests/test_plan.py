@@ -41,9 +41,12 @@ def test_changing_sft_changes_only_sft_and_downstream():
 
 def test_changing_eval_decoding_reruns_only_evaluations():
     a, b = plan(), plan(eval={"max_new_tokens": 7})
-    for stage in ("data", "pretrain", "sft", "rl", "spectrum"):
+    for stage in ("data", "pretrain", "sft", "rl", "rlsft"):
         assert ids(a, stage) == ids(b, stage), stage
     assert ids(a, "eval").isdisjoint(ids(b, "eval"))
+    # analyses that pick the OOD-peak checkpoint from an evaluation follow it; the rest stay
+    fixed = {x.id for x in a.stage("spectrum") if "reference_eval" not in x.parents}
+    assert fixed and fixed <= ids(b, "spectrum")
 
 
 def test_code_change_changes_every_id():

@@ -44,9 +44,7 @@ def solvable_multisets(rule: Rule) -> list[str]:
     )
     reachable = set(values)
     return sorted(
-        "-".join(str(v) for v in ms)
-        for ms, sols in table.items()
-        if sols and set(ms) <= reachable
+        "-".join(str(v) for v in ms) for ms, sols in table.items() if sols and set(ms) <= reachable
     )
 
 
@@ -92,9 +90,7 @@ def build_splits(params: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[st
     train_rule = rule_from_params(params["train_rule"])
     ood_rule = rule_from_params(params["ood_rule"])
     seed = params["seed"]
-    seen, unseen = split_multisets(
-        solvable_multisets(train_rule), params["unseen_fraction"], seed
-    )
+    seen, unseen = split_multisets(solvable_multisets(train_rule), params["unseen_fraction"], seed)
 
     def rng(split: str) -> random.Random:
         # one independent, named stream per split: resizing one split leaves the others alone
@@ -108,20 +104,20 @@ def build_splits(params: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[st
         "eval_id_unseen": params["eval_hands"],
         "eval_ood": params["eval_hands"],
     }
-    is_seen, is_unseen = seen.__contains__, unseen.__contains__
-    hands = {
-        split: draw_hands(rng(split), train_rule, sizes[split], is_seen) for split in TRAIN_SPLITS
+    # split -> (rule, which ID multisets it may draw from)
+    sources = {
+        "sft_train": (train_rule, seen),
+        "sft_heldout": (train_rule, seen),
+        "rl_prompts": (train_rule, seen),
+        "eval_id_seen": (train_rule, seen),
+        "eval_id_unseen": (train_rule, unseen),
+        "eval_ood": (ood_rule, None),
     }
-    hands["eval_id_seen"] = draw_hands(rng("eval_id_seen"), train_rule, sizes["eval_id_seen"], is_seen)
-    hands["eval_id_unseen"] = draw_hands(
-        rng("eval_id_unseen"), train_rule, sizes["eval_id_unseen"], is_unseen
-    )
-    hands["eval_ood"] = draw_hands(rng("eval_ood"), ood_rule, sizes["eval_ood"], lambda _: True)
-
-    rows = {
-        split: make_rows(h, ood_rule if split == "eval_ood" else train_rule, split.startswith("sft"))
-        for split, h in hands.items()
-    }
+    rows = {}
+    for split, (rule, allowed) in sources.items():
+        keep = allowed.__contains__ if allowed is not None else (lambda _key: True)
+        hands = draw_hands(rng(split), rule, sizes[split], keep)
+        rows[split] = make_rows(hands, rule, with_completion=split.startswith("sft"))
     summary = overlap_summary(rows, seen, unseen)
     return rows, summary
 

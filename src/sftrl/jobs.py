@@ -22,6 +22,7 @@ STAGE_MODULES = {
     "rlsft": "sftrl.train.rlsft",
     "spectrum": "sftrl.spectrum",
     "surgery": "sftrl.surgery",
+    "tables": "sftrl.tables",
 }
 RL_MODULES = {"ppo": "sftrl.train.ppo", "grpo": "sftrl.train.grpo", "rloo": "sftrl.train.grpo"}
 
@@ -43,7 +44,7 @@ def select_checkpoint(select: dict[str, Any], eval_dir: str | Path) -> str:
     split = select["split"]
     best, best_success = None, -1.0
     for sub, by_split in summary["models"].items():  # insertion order = training order
-        success = by_split[split]["success"]
+        success = by_split["splits"][split]["success"]["rate"]
         if success > best_success:
             best, best_success = sub, success
     if best is None:

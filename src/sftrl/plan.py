@@ -20,6 +20,12 @@ from typing import Any
 from sftrl.store import artifact_id, code_fingerprint
 
 
+# The paper's figures, one rule each: results/figures/<name>.pdf
+FIGURES = ("recovery", "sft_dynamics", "rl_curves", "spectrum", "angles", "surgery", "coupling")
+# Stages whose metrics the tables stage collects for figures and the summary.
+MEASURED_STAGES = ("eval", "sft", "rl", "rlsft", "spectrum", "surgery")
+
+
 def epoch_name(epoch: float) -> str:
     """`epoch-2`, `epoch-0.5`: the sub-directory of an SFT checkpoint."""
     return f"epoch-{epoch:g}"
@@ -157,6 +163,7 @@ class Plan:
         self._rlsft()
         self._spectra()
         self._surgery()
+        self._tables()
 
     def _rule(self, role: str) -> dict[str, Any]:
         return self.config["game"]["rules"][self.config["game"][role]]
@@ -186,7 +193,7 @@ class Plan:
         """One evaluation artifact per model artifact, covering each checkpoint in it."""
         ev = self.add(
             "eval",
-            {**self.config["eval"], "of": {"stage": art.stage, "label": art.label}},
+            self.config["eval"],
             {"model": art.id, "data": self.data.id},
             {"data": self.data.dir, "models": {m: art.model_path(m) for m in art.models}},
             f"eval {art.label}",
@@ -197,7 +204,7 @@ class Plan:
     def evaluate_external(self, ref: ModelRef) -> Artifact:
         ev = self.add(
             "eval",
-            {**self.config["eval"], "of": {"stage": "hf", "label": ref.label}},
+            self.config["eval"],
             {"model": ref.key, "data": self.data.id},
             {"data": self.data.dir, "models": {"model": ref.path}},
             f"eval {ref.label}",
@@ -242,20 +249,21 @@ class Plan:
             return
         start_epoch = self.config["sft"]["epochs"][-1]
         for run in self.rl_runs:
-            if run.params["start_epoch"] != start_epoch or run.params["seed"] != self.config[
-                "rl"
-            ]["seeds"][0]:
+            if (
+                run.params["start_epoch"] != start_epoch
+                or run.params["seed"] != self.config["rl"]["seeds"][0]
+            ):
                 continue
-            self.rlsft_runs.append(
-                self.add(
-                    "rlsft",
-                    {**cfg, "seed": self.config["seed"]},
-                    {"rl": run.id, "data": self.data.id},
-                    {"data": self.data.dir, "start_model": run.model_path("final")},
-                    f"sft after {run.label}",
-                    ["final"],
-                )
+            branch = self.add(
+                "rlsft",
+                {**cfg, "seed": self.config["seed"]},
+                {"rl": run.id, "data": self.data.id},
+                {"data": self.data.dir, "start_model": run.model_path("final")},
+                f"sft after {run.label}",
+                ["final"],
             )
+            self.rlsft_runs.append(branch)
+            self.evaluate(branch)
 
     def _spectra(self) -> None:
         cfg = self.config["spectrum"]
@@ -311,6 +319,23 @@ class Plan:
                 )
                 self.surgeries.append(art)
                 self.evaluate(art)
+
+    def _tables(self) -> None:
+        """Tidy metric tables of every measured artifact: what figures and summary read."""
+        measured = [a for stage in MEASURED_STAGES for a in self.stage(stage)]
+        self.tables = self.add(
+            "tables",
+            {"stages": list(MEASURED_STAGES)},
+            {f"{a.stage}/{a.id}": a.id for a in measured},
+            {
+                "artifacts": [
+                    {"stage": a.stage, "id": a.id, "dir": a.dir, "label": a.label}
+                    for a in measured
+                ],
+                "base_eval": self.evals[self.base.key].dir,
+            },
+            "tables",
+        )
 
     # -- views for the Snakefile -----------------------------------------------------------
     def manifests(self, stage: str | None = None) -> list[str]:

@@ -3,17 +3,17 @@ rule spectrum:
         unpack(parents_of("spectrum")),
     output:
         f"{RESULTS}/spectrum/{{id}}/manifest.json",
-    params:
-        spec=spec_of("spectrum"),
     log:
-        f"logs/spectrum/{{id}}.log",
+        "logs/spectrum/{id}.log",
+    conda:
+        "../../envs/sftrl.yaml"
     threads: res("spectrum", "threads")
     resources:
         mem_mb=res("spectrum", "mem_mb"),
         runtime=res("spectrum", "runtime"),
         gpu=res("spectrum", "gpu"),
-    conda:
-        "../../envs/sftrl.yaml"
+    params:
+        spec=spec_of("spectrum"),
     script:
         "../scripts/run_stage.py"
 
@@ -23,16 +23,16 @@ rule surgery:
         unpack(parents_of("surgery")),
     output:
         f"{RESULTS}/surgery/{{id}}/manifest.json",
-    params:
-        spec=spec_of("surgery"),
     log:
-        f"logs/surgery/{{id}}.log",
+        "logs/surgery/{id}.log",
+    conda:
+        "../../envs/sftrl.yaml"
     threads: res("surgery", "threads")
     resources:
         mem_mb=res("surgery", "mem_mb"),
         runtime=res("surgery", "runtime"),
         gpu=res("surgery", "gpu"),
-    conda:
-        "../../envs/sftrl.yaml"
+    params:
+        spec=spec_of("surgery"),
     script:
         "../scripts/run_stage.py"

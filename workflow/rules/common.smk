@@ -2,7 +2,7 @@ import json
 import os
 
 from sftrl.config import validate_config
-from sftrl.plan import Plan
+from sftrl.plan import FIGURES, Plan
 
 # Offline and quiet: nothing may be downloaded, and telemetry pings would hang offline.
 for _name, _value in {
@@ -47,6 +47,14 @@ def launcher(stage):
     """`python` on one device; `accelerate launch` when a training job asks for several GPUs."""
     gpus = res(stage, "gpu")
     if gpus > 1:
-        accelerate_config = os.path.join(workflow.basedir, "configs/accelerate/multi-gpu.yaml")
+        accelerate_config = os.path.join(
+            workflow.basedir, "configs/accelerate/multi-gpu.yaml"
+        )
         return f"accelerate launch --num_processes {gpus} --config_file {accelerate_config}"
     return "python"
+
+
+def figure_settings(name):
+    """One figure's settings: the shared theme plus its own section of `figures`."""
+    settings = config["figures"]
+    return {"theme": settings["theme"], **settings.get(name, {})}

@@ -1,15 +1,15 @@
 rule data:
     output:
         f"{RESULTS}/data/{{id}}/manifest.json",
-    params:
-        spec=spec_of("data"),
     log:
-        f"logs/data/{{id}}.log",
+        "logs/data/{id}.log",
+    conda:
+        "../../envs/sftrl.yaml"
     threads: 1
     resources:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
-    conda:
-        "../../envs/sftrl.yaml"
+    params:
+        spec=spec_of("data"),
     script:
         "../scripts/run_stage.py"

@@ -3,16 +3,16 @@ rule eval:
         unpack(parents_of("eval")),
     output:
         f"{RESULTS}/eval/{{id}}/manifest.json",
-    params:
-        spec=spec_of("eval"),
     log:
-        f"logs/eval/{{id}}.log",
+        "logs/eval/{id}.log",
+    conda:
+        "../../envs/sftrl.yaml"
     threads: res("eval", "threads")
     resources:
         mem_mb=res("eval", "mem_mb"),
         runtime=res("eval", "runtime"),
         gpu=res("eval", "gpu"),
-    conda:
-        "../../envs/sftrl.yaml"
+    params:
+        spec=spec_of("eval"),
     script:
         "../scripts/run_stage.py"

@@ -7,18 +7,18 @@ rule pretrain:
         unpack(parents_of("pretrain")),
     output:
         f"{RESULTS}/pretrain/{{id}}/manifest.json",
-    params:
-        spec=spec_json("pretrain"),
-        launcher=launcher("pretrain"),
     log:
-        f"logs/pretrain/{{id}}.log",
+        "logs/pretrain/{id}.log",
+    conda:
+        "../../envs/sftrl.yaml"
     threads: res("pretrain", "threads")
     resources:
         mem_mb=res("pretrain", "mem_mb"),
         runtime=res("pretrain", "runtime"),
         gpu=res("pretrain", "gpu"),
-    conda:
-        "../../envs/sftrl.yaml"
+    params:
+        spec=spec_json("pretrain"),
+        launcher=launcher("pretrain"),
     shell:
         "{params.launcher} -m sftrl.jobs --spec {params.spec:q} > {log} 2>&1"
 
@@ -28,18 +28,18 @@ rule sft:
         unpack(parents_of("sft")),
     output:
         f"{RESULTS}/sft/{{id}}/manifest.json",
-    params:
-        spec=spec_json("sft"),
-        launcher=launcher("sft"),
     log:
-        f"logs/sft/{{id}}.log",
+        "logs/sft/{id}.log",
+    conda:
+        "../../envs/sftrl.yaml"
     threads: res("sft", "threads")
     resources:
         mem_mb=res("sft", "mem_mb"),
         runtime=res("sft", "runtime"),
         gpu=res("sft", "gpu"),
-    conda:
-        "../../envs/sftrl.yaml"
+    params:
+        spec=spec_json("sft"),
+        launcher=launcher("sft"),
     shell:
         "{params.launcher} -m sftrl.jobs --spec {params.spec:q} > {log} 2>&1"
 
@@ -49,18 +49,18 @@ rule rl:
         unpack(parents_of("rl")),
     output:
         f"{RESULTS}/rl/{{id}}/manifest.json",
-    params:
-        spec=spec_json("rl"),
-        launcher=launcher("rl"),
     log:
-        f"logs/rl/{{id}}.log",
+        "logs/rl/{id}.log",
+    conda:
+        "../../envs/sftrl.yaml"
     threads: res("rl", "threads")
     resources:
         mem_mb=res("rl", "mem_mb"),
         runtime=res("rl", "runtime"),
         gpu=res("rl", "gpu"),
-    conda:
-        "../../envs/sftrl.yaml"
+    params:
+        spec=spec_json("rl"),
+        launcher=launcher("rl"),
     shell:
         "{params.launcher} -m sftrl.jobs --spec {params.spec:q} > {log} 2>&1"
 
@@ -70,17 +70,17 @@ rule rlsft:
         unpack(parents_of("rlsft")),
     output:
         f"{RESULTS}/rlsft/{{id}}/manifest.json",
-    params:
-        spec=spec_json("rlsft"),
-        launcher=launcher("rlsft"),
     log:
-        f"logs/rlsft/{{id}}.log",
+        "logs/rlsft/{id}.log",
+    conda:
+        "../../envs/sftrl.yaml"
     threads: res("rlsft", "threads")
     resources:
         mem_mb=res("rlsft", "mem_mb"),
         runtime=res("rlsft", "runtime"),
         gpu=res("rlsft", "gpu"),
-    conda:
-        "../../envs/sftrl.yaml"
+    params:
+        spec=spec_json("rlsft"),
+        launcher=launcher("rlsft"),
     shell:
         "{params.launcher} -m sftrl.jobs --spec {params.spec:q} > {log} 2>&1"

@@ -1,0 +1,796 @@
+"""Spectral diagnostics between two checkpoints (docs/SCIENCE.md section 1, items 1-7).
+
+For every 2-D tensor present in a reference model A and a target model B with the same shape,
+thin SVDs ``W_b = U_b diag(S_b) V_b^T`` (reference) and ``W_t = U_t diag(S_t) V_t^T`` (target)
+are compared. ``r = min(rows, cols)`` is called the matrix's *rank* (the size of the thin SVD);
+``k`` selects the top-k singular triplets (an ``int`` count, or a ``float`` fraction of ``r``).
+Angles are in radians.
+
+Per matrix (``per_matrix.parquet``):
+
+1. singular-value change by sorted index: ``ds = S_t - S_b``, ``rel_ds = ds / S_b`` (NaN where
+   ``S_b == 0``); scalars ``sv_rel_l2 = ||ds|| / ||S_b||``, mean and max of ``|rel_ds|``.
+2. principal angles between the top-k left subspaces span(U_b[:, :k]) and span(U_t[:, :k])
+   (``angle_u_mean``, ``angle_u_max``), same for V. Cosines are the singular values of
+   ``U_b,k^T U_t,k``; as in ``scipy.linalg.subspace_angles``, angles whose cosine^2 >= 1/2 are
+   taken as arcsin of the singular values of the residual ``U_t,k - U_b,k (U_b,k^T U_t,k)``,
+   because arccos loses all precision near 0 (float32: 1e-7 in the cosine is 4.5e-4 rad).
+3. best-match cosine: ``max_j |<u_b,i, u_t,j>|`` with j over ALL r target vectors (a direction
+   that moved to another index still counts as matched); ``bestmatch_u`` averages it over the
+   top-k reference vectors, ``bestmatch_u_all`` over all r.
+4. projector distance ``||U_b,k U_b,k^T - U_t,k U_t,k^T||_F`` (``proj_u``), without n x n
+   matrices: it equals ``sqrt(2k - 2||U_b,k^T U_t,k||_F^2) = sqrt(2 sum sin^2(theta_i))``, and
+   the sines come from the residual of item 2, free of the cancellation in ``2k - 2||.||^2``.
+   ``proj_u_norm = proj_u / sqrt(2k)`` lies in [0, 1].
+5. energy split of ``dW = W_t - W_b`` with ``C = U_b^T dW V_b`` over the FULL thin bases:
+   ``share_scaling = ||diag C||^2 / ||dW||^2``, ``share_rotation = (||C||^2 - ||diag C||^2) /
+   ||dW||^2`` and ``share_outside = 1 - ||C||^2 / ||dW||^2``: the part of dW outside
+   span(U_b) x span(V_b), non-zero only for non-square matrices (the thin basis of the longer
+   side spans r of its dimensions). The three shares are in [0, 1] and sum to 1. When
+   ``dW == 0`` they are NaN (undefined, and skipped by pandas means): ``dw_fro == 0`` says so.
+6. out-of-subspace residual ``1 - ||U_b,k^T W_t V_b,k||_F^2 / sum_{i<k} S_b,i^2`` with the
+   TOP-k reference bases in the numerator and the matching top-k energy in the denominator, so
+   identical models give 0 for every k (with full bases the ratio would only compare Frobenius
+   norms). It is not clipped: a negative value means the target holds more energy in the
+   reference's top-k block than the reference did. ``U_b,k^T W_t V_b,k = diag(S_b,k) + C[:k,:k]``
+   is taken from C, so identical models give exactly 0.
+7. singular values of dW: ``dw_sv_max``, ``dw_stable_rank = ||dW||_F^2 / sigma_1^2``, the top
+   ``dw_top`` as the list ``dw_top_sv``, and all of them per index (``s_dw``).
+
+Per index (``per_index.parquet``, one row per matrix and singular index i < r): ``s_ref``,
+``s_tgt``, ``ds``, ``rel_ds``, ``rel_index = index / rank``; per-index angle profiles:
+
+- ``angle_u``: angle between ``u_b,i`` and ``u_t,i`` up to sign, ``arccos |<u_b,i, u_t,i>|``,
+  evaluated as ``2 atan2(||u_b - s u_t||, ||u_b + s u_t||)`` (s the sign of the dot product),
+  which is accurate at every angle. It is inflated where singular values are nearly equal (the
+  vectors of a near-degenerate cluster may mix without the subspace moving), hence:
+- ``bin_angle_u``: the index range is cut into ``bins`` contiguous, near-equal bins (default 20,
+  i.e. 5% of the spectrum each, so matrices of any rank share one relative axis; index i is in
+  bin ``floor(i * bins / r)``); the value is the MEAN principal angle between the reference's and
+  the target's subspaces spanned by that bin's vectors, repeated on every index of the bin.
+- ``bestmatch_u`` and ``bestmatch_idx_u`` (the j achieving it); the same for V.
+
+Per layer (``per_layer.parquet``): one row per (layer, module) and one per layer with
+``module == "*"`` (all modules of that layer; embeddings and lm_head have layer <NA>). Means of the
+per-matrix diagnostics, energy shares weighted by ``dw_fro^2`` (sum of the parts over sum of the
+totals), ``dw_fro`` and ``ref_fro`` as root-sum-squares.
+
+SVDs run in the cheaper orientation: LAPACK's gesdd through ``torch.linalg.svd`` on CPU was 2.1x
+faster on 896x4864 given as 4864x896 (0.43 s vs 0.93 s, one thread) and ``svdvals`` 4x faster,
+so a wide matrix is transposed and U and V are swapped back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import numbers
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# numpy, pandas, torch and safetensors are imported inside the functions that use them: the
+# `sftrl` CLI imports this module to register its subcommand, and `sftrl ls` must start fast.
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_K: float = 0.2  # "top 20%" of the paper
+DEFAULT_BINS = 20
+DEFAULT_DW_TOP = 8
+TABLES = ("per_matrix", "per_index", "per_layer")
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+# Decoder layers: "model.layers.3." (Llama, Qwen), also "model.language_model.layers.3." and
+# "language_model.model.layers.3." (multimodal wrappers such as Llama-3.2-Vision). A vision
+# tower ("vision_model.transformer.layers.3.") deliberately does not match.
+_LAYER_RE = re.compile(r"(?:^|\.)(?:model|language_model)\.layers\.(\d+)\.")
+
+COMPUTE_DTYPES = ("float32", "float64")
+
+KSpec = int | float
+
+
+# --------------------------------------------------------------------------- names and options
+
+
+def layer_of(name: str) -> int | None:
+    """Decoder layer index parsed from a tensor name, or None (embeddings, lm_head, final norm)."""
+    match = _LAYER_RE.search(name)
+    return int(match.group(1)) if match else None
+
+
+def module_of(name: str) -> str:
+    """Module type: the component before ``.weight``/``.bias`` (q_proj, embed_tokens, lm_head)."""
+    parts = name.split(".")
+    if len(parts) > 1 and parts[-1] in ("weight", "bias"):
+        return parts[-2]
+    return parts[-1]
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders ``layers.2`` before ``layers.10``."""
+    # re.split with a capturing group alternates text and digit runs, so types never collide.
+    return [int(tok) if i % 2 else tok for i, tok in enumerate(re.split(r"(\d+)", name))]
+
+
+def module_filter(patterns: str | Sequence[str] | None) -> Callable[[str], bool]:
+    """Predicate on tensor names: True if any pattern matches (None or empty: everything).
+
+    Each pattern is a Python regular expression searched anywhere in the full tensor name, so a
+    plain substring such as ``q_proj`` or ``mlp`` works as is; a pattern that is not a valid
+    regular expression is used as a literal substring.
+    """
+    if patterns is None:
+        return lambda name: True
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not patterns:
+        return lambda name: True
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error:
+            compiled.append(re.compile(re.escape(pattern)))
+    return lambda name: any(rx.search(name) for rx in compiled)
+
+
+def check_k(k: KSpec, *, name: str = "k", allow_zero: bool = False) -> None:
+    """Validate a k spec: an int count (>= 1, or >= 0), or a float fraction in (0, 1] / [0, 1]."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Real):
+        raise TypeError(f"{name} must be an int count or a float fraction, got {k!r}")
+    low = 0 if allow_zero else 1
+    if isinstance(k, numbers.Integral):
+        if k < low:
+            raise ValueError(f"{name} = {k}: a count must be >= {low}")
+        return
+    if not (math.isfinite(k) and (0 <= k <= 1) and (allow_zero or k > 0)):
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(f"{name} = {k}: a fraction must lie in {interval}")
+
+
+def resolve_k(k: KSpec, rank: int, *, minimum: int = 1) -> int:
+    """Number of singular triplets for one matrix of thin-SVD size ``rank``.
+
+    An int is a count, clipped to ``rank`` (so k=768 works on smaller matrices). A float is a
+    fraction of ``rank``, rounded half up (0.2 of 35 -> 7, 0.5 of 33 -> 17). The result is at
+    least ``minimum`` (1 for the diagnostics, which need a non-empty subspace).
+    """
+    if isinstance(k, numbers.Integral) and not isinstance(k, bool):
+        count = int(k)
+    else:
+        count = math.floor(float(k) * rank + 0.5)
+    return max(minimum, min(count, rank))
+
+
+def parse_k(text: str) -> KSpec:
+    """Command-line k: digits only is a count (``768``), anything else a fraction (``0.2``)."""
+    text = text.strip()
+    return int(text) if re.fullmatch(r"\d+", text) else float(text)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: the first CUDA device if there is one, else the CPU."""
+    import torch
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"`` or ``"float64"`` (or the torch dtype itself)."""
+    import torch
+
+    name = str(dtype).removeprefix("torch.")
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"compute dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}")
+    return getattr(torch, name)
+
+
+# --------------------------------------------------------------------------- reading weights
+
+
+def weight_files(model_dir: str | Path) -> list[Path]:
+    """The safetensors files of an HF model directory (single file, or shards + index)."""
+    model_dir = Path(model_dir)
+    index = model_dir / INDEX_FILE
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [model_dir / f for f in sorted(set(weight_map.values()))]
+    if (model_dir / SINGLE_FILE).is_file():
+        return [model_dir / SINGLE_FILE]
+    shards = sorted(model_dir.glob("model-*.safetensors"))
+    if shards:
+        return shards
+    raise FileNotFoundError(
+        f"{model_dir}: no {SINGLE_FILE}, {INDEX_FILE} or model-*.safetensors "
+        "(only safetensors checkpoints are supported)"
+    )
+
+
+class Weights:
+    """Read-only, lazy view of the tensors of an HF model directory.
+
+    Files are memory-mapped by safetensors; ``get`` materialises one tensor at a time, so a
+    caller that drops each tensor after use holds at most a few in memory.
+    """
+
+    def __init__(self, model_dir: str | Path):
+        from safetensors import safe_open
+
+        self.dir = Path(model_dir)
+        self._stack = ExitStack()
+        self._where: dict[str, Any] = {}
+        try:
+            for path in weight_files(self.dir):
+                handle = self._stack.enter_context(safe_open(str(path), framework="pt"))
+                for name in handle.keys():
+                    if name in self._where:
+                        raise ValueError(f"{self.dir}: tensor {name} appears in two shards")
+                    self._where[name] = handle
+        except BaseException:
+            self._stack.close()
+            raise
+        self._names = sorted(self._where, key=natural_key)
+
+    def __enter__(self) -> Weights:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where
+
+    def names(self) -> list[str]:
+        """Tensor names in natural order (layer 2 before layer 10)."""
+        return list(self._names)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._where[name].get_slice(name).get_shape())
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._where[name].get_tensor(name)
+
+
+def matched_matrices(
+    ref: Weights, tgt: Weights, keep: Callable[[str], bool] | None = None
+) -> list[str]:
+    """Names of the 2-D tensors present in both with equal shape, filtered, in natural order."""
+    keep = keep or (lambda name: True)
+    names = []
+    for name in ref.names():
+        shape = ref.shape(name)
+        if len(shape) != 2 or not keep(name):
+            continue
+        if name not in tgt:
+            log.warning("%s: not in %s; skipped", name, tgt.dir)
+            continue
+        if tgt.shape(name) != shape:
+            log.warning("%s: shape %s vs %s; skipped", name, shape, tgt.shape(name))
+            continue
+        names.append(name)
+    return names
+
+
+# --------------------------------------------------------------------------- linear algebra
+
+
+def thin_svd(
+    w: torch.Tensor, *, cheap: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``W = U diag(S) V^T``: U (m x r), S (r,) descending, V (n x r), r = min(m, n).
+
+    ``cheap=True`` runs the SVD on the tall orientation (see the module docstring): for m < n,
+    ``W^T = U2 S V2^T`` gives ``W = V2 S U2^T``, so U and V swap. ``cheap=False`` is the direct
+    call, kept for tests and the benchmark.
+    """
+    import torch
+
+    if cheap and w.shape[0] < w.shape[1]:
+        u2, s, v2h = torch.linalg.svd(w.T, full_matrices=False)
+        return v2h.T, s, u2
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    return u, s, vh.T
+
+
+def singular_values(w: torch.Tensor) -> torch.Tensor:
+    """Singular values (descending), computed on the tall orientation (4x cheaper on CPU)."""
+    import torch
+
+    return torch.linalg.svdvals(w.T if w.shape[0] < w.shape[1] else w)
+
+
+def principal_angles(
+    a: torch.Tensor, b: torch.Tensor, cross: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Principal angles (ascending, radians) between span(a) and span(b), and the projector
+    distance ``||a a^T - b b^T||_F``.
+
+    ``a`` (m x p) and ``b`` (m x q) must have orthonormal columns; ``cross = a^T b`` may be
+    passed when already computed. min(p, q) angles are returned.
+    """
+    import torch
+
+    if cross is None:
+        cross = a.T @ b
+    p, q = a.shape[1], b.shape[1]
+    cos = torch.linalg.svdvals(cross).clamp(0.0, 1.0)  # descending -> angles ascending
+    # The residual of the smaller basis projected on the larger one has the sines as its
+    # singular values (descending); flipped they pair with the descending cosines.
+    resid = b - a @ cross if p >= q else a - b @ cross.T
+    sin = torch.linalg.svdvals(resid).clamp(0.0, 1.0).flip(0)
+    angles = torch.where(cos * cos >= 0.5, torch.arcsin(sin), torch.arccos(cos))
+    # ||P_a - P_b||_F^2 = p + q - 2 sum cos^2 = |p - q| + 2 sum sin^2 (no cancellation).
+    proj = torch.sqrt(abs(p - q) + 2.0 * (sin * sin).sum())
+    return angles, proj
+
+
+def paired_angles(a: torch.Tensor, b: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Angle between column i of ``a`` and column i of ``b`` up to sign, for every i.
+
+    ``2 atan2(||a_i - s b_i||, ||a_i + s b_i||)`` with s the sign of ``<a_i, b_i>`` equals
+    ``arccos |<a_i, b_i>|`` for unit vectors and stays accurate near 0 (Kahan). Columns go in
+    chunks so the temporaries stay small next to the bases themselves.
+    """
+    import torch
+
+    out = []
+    for start in range(0, a.shape[1], chunk):
+        ac, bc = a[:, start : start + chunk], b[:, start : start + chunk]
+        sign = torch.where((ac * bc).sum(0) < 0, -1.0, 1.0).to(ac.dtype)
+        bc = bc * sign
+        diff = torch.linalg.vector_norm(ac - bc, dim=0)
+        summ = torch.linalg.vector_norm(ac + bc, dim=0)
+        out.append(2.0 * torch.atan2(diff, summ))
+    return torch.cat(out)
+
+
+def bin_edges(rank: int, bins: int) -> list[int]:
+    """Edges of ``min(bins, rank)`` contiguous bins; index i lies in bin floor(i * nb / rank)."""
+    nb = max(1, min(bins, rank))
+    return [-(-j * rank // nb) for j in range(nb + 1)]  # ceil(j * rank / nb)
+
+
+def binned_angles(
+    a: torch.Tensor, b: torch.Tensor, cross: torch.Tensor, bins: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per index: its bin, and the mean principal angle between span(a[:, bin]) and
+    span(b[:, bin]) (see the module docstring)."""
+    import torch
+
+    rank = a.shape[1]
+    edges = bin_edges(rank, bins)
+    values = torch.empty(rank, dtype=a.dtype, device=a.device)
+    which = torch.empty(rank, dtype=torch.int64)
+    for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        angles, _ = principal_angles(a[:, lo:hi], b[:, lo:hi], cross[lo:hi, lo:hi])
+        values[lo:hi] = angles.mean()
+        which[lo:hi] = j
+    return which, values
+
+
+def _item(x: torch.Tensor) -> float:
+    return float(x.item())
+
+
+def matrix_diagnostics(
+    w_ref: torch.Tensor,
+    w_tgt: torch.Tensor,
+    k: int,
+    *,
+    bins: int = DEFAULT_BINS,
+    dw_top: int = DEFAULT_DW_TOP,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Every diagnostic for one pair of matrices (same shape, float dtype, same device).
+
+    ``k`` is an already resolved count (1 <= k <= min(shape)). Returns (scalars, per-index
+    arrays of length r); see the module docstring for the definitions.
+    """
+    import numpy as np
+    import torch
+
+    if w_ref.shape != w_tgt.shape or w_ref.ndim != 2:
+        raise ValueError(f"need two matrices of one shape, got {w_ref.shape} and {w_tgt.shape}")
+    rank = min(w_ref.shape)
+    if not 1 <= k <= rank:
+        raise ValueError(f"k = {k} outside [1, {rank}]")
+    nan = float("nan")
+    u_b, s_b, v_b = thin_svd(w_ref)
+    u_t, s_t, v_t = thin_svd(w_tgt)
+
+    scalars: dict[str, Any] = {
+        "ref_fro": _item(torch.linalg.vector_norm(s_b)),
+        "tgt_fro": _item(torch.linalg.vector_norm(s_t)),
+        "s1_ref": _item(s_b[0]),
+        "s1_tgt": _item(s_t[0]),
+    }
+    per_index: dict[str, torch.Tensor] = {}
+
+    # 1. singular-value change by index.
+    ds = s_t - s_b
+    positive = s_b > 0
+    rel_ds = torch.where(positive, ds / torch.where(positive, s_b, 1.0), nan)
+    s_norm = torch.linalg.vector_norm(s_b)
+    scalars["sv_rel_l2"] = _item(torch.linalg.vector_norm(ds) / s_norm) if s_norm > 0 else nan
+    abs_rel = rel_ds.abs()
+    finite = abs_rel[~torch.isnan(abs_rel)]
+    scalars["sv_rel_mean_abs"] = _item(finite.mean()) if finite.numel() else nan
+    scalars["sv_rel_max_abs"] = _item(finite.max()) if finite.numel() else nan
+    per_index.update(s_ref=s_b, s_tgt=s_t, ds=ds, rel_ds=rel_ds)
+
+    # 2-4. subspaces, per side.
+    for side, ref_basis, tgt_basis in (("u", u_b, u_t), ("v", v_b, v_t)):
+        cross = ref_basis.T @ tgt_basis  # r x r, shared by items 2, 3 and the bins
+        angles, proj = principal_angles(ref_basis[:, :k], tgt_basis[:, :k], cross[:k, :k])
+        scalars[f"angle_{side}_mean"] = _item(angles.mean())
+        scalars[f"angle_{side}_max"] = _item(angles.max())
+        scalars[f"proj_{side}"] = _item(proj)
+        scalars[f"proj_{side}_norm"] = _item(proj) / math.sqrt(2 * k)
+        best, best_idx = cross.abs().max(dim=1)
+        scalars[f"bestmatch_{side}"] = _item(best[:k].mean())
+        scalars[f"bestmatch_{side}_all"] = _item(best.mean())
+        which_bin, bin_angle = binned_angles(ref_basis, tgt_basis, cross, bins)
+        per_index[f"angle_{side}"] = paired_angles(ref_basis, tgt_basis)
+        per_index[f"bestmatch_{side}"] = best
+        per_index[f"bestmatch_idx_{side}"] = best_idx
+        per_index[f"bin_angle_{side}"] = bin_angle
+        per_index["bin"] = which_bin
+        del cross
+
+    # 5. energy split of dW in the reference's singular bases.
+    dw = w_tgt - w_ref
+    dw_sq = _item((dw * dw).sum())
+    c = (u_b.T @ dw) @ v_b
+    diag_sq = _item((torch.diagonal(c) ** 2).sum())
+    c_sq = _item((c * c).sum())
+    scalars["dw_fro"] = math.sqrt(dw_sq)
+    scalars["dw_rel"] = scalars["dw_fro"] / scalars["ref_fro"] if scalars["ref_fro"] > 0 else nan
+    if dw_sq > 0:
+        # Exactly, 0 <= ||diag C||^2 <= ||C||^2 <= ||dW||^2; rounding can cross these bounds by
+        # ~1e-7 relative, which the clipping removes so that every share lies in [0, 1].
+        scalars["share_scaling"] = min(1.0, diag_sq / dw_sq)
+        scalars["share_rotation"] = min(1.0, max(0.0, c_sq - diag_sq) / dw_sq)
+        scalars["share_outside"] = min(1.0, max(0.0, 1.0 - c_sq / dw_sq))
+    else:
+        scalars.update(share_scaling=nan, share_rotation=nan, share_outside=nan)
+
+    # 6. out-of-subspace residual with the top-k reference bases.
+    block = c[:k, :k] + torch.diag(s_b[:k])
+    top_energy = _item((s_b[:k] ** 2).sum())
+    scalars["residual"] = 1.0 - _item((block * block).sum()) / top_energy if top_energy else nan
+    del c, block
+
+    # 7. singular values of dW.
+    s_dw = singular_values(dw)
+    per_index["s_dw"] = s_dw
+    scalars["dw_sv_max"] = _item(s_dw[0])
+    scalars["dw_stable_rank"] = dw_sq / scalars["dw_sv_max"] ** 2 if dw_sq > 0 else nan
+    scalars["dw_top_sv"] = [float(x) for x in s_dw[:dw_top].double().cpu()]
+
+    integer = {"bin", "bestmatch_idx_u", "bestmatch_idx_v"}
+    arrays = {
+        key: value.detach().cpu().numpy().astype(np.int64 if key in integer else np.float64)
+        for key, value in per_index.items()
+    }
+    return scalars, arrays
+
+
+# --------------------------------------------------------------------------- tables
+
+# Column order of per_index.parquet.
+INDEX_COLUMNS = (
+    "s_ref",
+    "s_tgt",
+    "ds",
+    "rel_ds",
+    "angle_u",
+    "angle_v",
+    "bestmatch_u",
+    "bestmatch_v",
+    "bestmatch_idx_u",
+    "bestmatch_idx_v",
+    "bin",
+    "bin_angle_u",
+    "bin_angle_v",
+    "s_dw",
+)
+
+# Per-matrix diagnostics averaged per layer (plain means).
+MEAN_COLUMNS = (
+    "angle_u_mean",
+    "angle_u_max",
+    "angle_v_mean",
+    "angle_v_max",
+    "proj_u_norm",
+    "proj_v_norm",
+    "bestmatch_u",
+    "bestmatch_v",
+    "bestmatch_u_all",
+    "bestmatch_v_all",
+    "residual",
+    "sv_rel_l2",
+    "sv_rel_mean_abs",
+    "dw_rel",
+)
+SHARE_COLUMNS = ("share_scaling", "share_rotation", "share_outside")
+
+
+def _aggregate(group: pd.DataFrame) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "n_matrices": len(group),
+        "params": int((group["rows"] * group["cols"]).sum()),
+    }
+    for column in MEAN_COLUMNS:
+        row[column] = float(group[column].mean())
+    energy = group["dw_fro"] ** 2
+    total = float(energy.sum())
+    for column in SHARE_COLUMNS:
+        # Energy-weighted: the share of the group's whole dW energy (NaN if it has none).
+        row[column] = float((group[column] * energy).sum() / total) if total > 0 else math.nan
+    row["dw_fro"] = math.sqrt(total)
+    row["ref_fro"] = math.sqrt(float((group["ref_fro"] ** 2).sum()))
+    row["dw_rel_total"] = row["dw_fro"] / row["ref_fro"] if row["ref_fro"] > 0 else math.nan
+    return row
+
+
+def per_layer_table(per_matrix: pd.DataFrame) -> pd.DataFrame:
+    """Aggregates per (layer, module) plus one ``module == "*"`` row per layer."""
+    import pandas as pd
+
+    rows = []
+    for (layer, module), group in per_matrix.groupby(["layer", "module"], dropna=False, sort=False):
+        rows.append({"layer": layer, "module": module, **_aggregate(group)})
+    for layer, group in per_matrix.groupby("layer", dropna=False, sort=False):
+        rows.append({"layer": layer, "module": "*", **_aggregate(group)})
+    table = pd.DataFrame(rows)
+    table["layer"] = table["layer"].astype("Int64")
+    table["_all"] = table["module"] == "*"
+    table = table.sort_values(["layer", "_all", "module"], na_position="first", kind="stable")
+    return table.drop(columns="_all").reset_index(drop=True)
+
+
+def compute_spectrum(
+    ref_dir: str | Path,
+    tgt_dir: str | Path,
+    *,
+    k: KSpec = DEFAULT_K,
+    modules: str | Sequence[str] | None = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    progress: bool = True,
+    bins: int = DEFAULT_BINS,
+    dw_top: int = DEFAULT_DW_TOP,
+) -> dict[str, pd.DataFrame]:
+    """Diagnostics of every matched 2-D matrix of ``tgt_dir`` against ``ref_dir``.
+
+    Streams one matrix pair at a time (memory: a small multiple of the largest matrix). Returns
+    ``{"per_matrix", "per_index", "per_layer"}`` DataFrames (see the module docstring).
+    """
+    import numpy as np
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    check_k(k)
+    if bins < 1 or dw_top < 1:
+        raise ValueError(f"bins ({bins}) and dw_top ({dw_top}) must be >= 1")
+    dev, cdtype = resolve_device(device), resolve_dtype(dtype)
+    keep = module_filter(modules)
+    matrix_rows: list[dict[str, Any]] = []
+    index_frames: list[pd.DataFrame] = []
+    with Weights(ref_dir) as ref, Weights(tgt_dir) as tgt:
+        names = matched_matrices(ref, tgt, keep)
+        if not names:
+            raise ValueError(f"no 2-D tensor of {ref_dir} matches {tgt_dir} and {modules!r}")
+        for name in tqdm(names, desc="spectrum", unit="matrix", disable=not progress):
+            w_ref = ref.get(name)
+            stored = str(w_ref.dtype).removeprefix("torch.")
+            w_ref = w_ref.to(dev, cdtype)
+            w_tgt = tgt.get(name).to(dev, cdtype)
+            rows, cols = w_ref.shape
+            rank = min(rows, cols)
+            kk = resolve_k(k, rank)
+            scalars, arrays = matrix_diagnostics(w_ref, w_tgt, kk, bins=bins, dw_top=dw_top)
+            del w_ref, w_tgt
+            layer, module = layer_of(name), module_of(name)
+            matrix_rows.append(
+                {
+                    "name": name,
+                    "layer": layer,
+                    "module": module,
+                    "shape": f"{rows}x{cols}",
+                    "rows": rows,
+                    "cols": cols,
+                    "rank": rank,
+                    "k": kk,
+                    "stored_dtype": stored,
+                    **scalars,
+                }
+            )
+            frame = {
+                "matrix": name,
+                "layer": layer,
+                "module": module,
+                "index": np.arange(rank, dtype=np.int64),
+                "rel_index": np.arange(rank, dtype=np.float64) / rank,
+            }
+            frame.update((column, arrays[column]) for column in INDEX_COLUMNS)
+            index_frames.append(pd.DataFrame(frame))
+    per_matrix = pd.DataFrame(matrix_rows)
+    per_matrix["layer"] = per_matrix["layer"].astype("Int64")
+    per_index = pd.concat(index_frames, ignore_index=True)
+    per_index["layer"] = per_index["layer"].astype("Int64")
+    return {
+        "per_matrix": per_matrix,
+        "per_index": per_index,
+        "per_layer": per_layer_table(per_matrix),
+    }
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    """Write ``<name>.parquet`` for each table into ``out_dir`` (created if needed)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in TABLES:
+        path = out_dir / f"{name}.parquet"
+        tables[name].to_parquet(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def summarize(tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """A few whole-model numbers for manifests and the CLI."""
+    pm = tables["per_matrix"]
+    energy = pm["dw_fro"] ** 2
+    total = float(energy.sum())
+    summary: dict[str, Any] = {
+        "n_matrices": len(pm),
+        "params": int((pm["rows"] * pm["cols"]).sum()),
+        "angle_u_mean": float(pm["angle_u_mean"].mean()),
+        "angle_v_mean": float(pm["angle_v_mean"].mean()),
+        "residual_mean": float(pm["residual"].mean()),
+        "sv_rel_l2_mean": float(pm["sv_rel_l2"].mean()),
+        "dw_rel_total": math.sqrt(total / float((pm["ref_fro"] ** 2).sum())),
+    }
+    for column in SHARE_COLUMNS:
+        summary[column] = float((pm[column] * energy).sum() / total) if total > 0 else None
+    return summary
+
+
+def format_layer_summary(per_layer: pd.DataFrame) -> str:
+    """Short per-layer text table (angles in degrees)."""
+    import pandas as pd
+
+    rows = per_layer[per_layer["module"] == "*"]
+    lines = [
+        f"{'layer':>6} {'n':>3} {'angle_u':>8} {'angle_v':>8} {'residual':>9} "
+        f"{'dW/W':>8} {'rot':>6} {'scale':>6} {'out':>6}"
+    ]
+    for row in rows.itertuples(index=False):
+        layer = "-" if pd.isna(row.layer) else str(row.layer)
+        lines.append(
+            f"{layer:>6} {row.n_matrices:>3} {math.degrees(row.angle_u_mean):>8.3f} "
+            f"{math.degrees(row.angle_v_mean):>8.3f} {row.residual:>9.2e} "
+            f"{row.dw_rel_total:>8.2e} {row.share_rotation:>6.3f} {row.share_scaling:>6.3f} "
+            f"{row.share_outside:>6.3f}"
+        )
+    lines.append("angles: mean top-k principal angle in degrees; rot/scale/out: dW energy shares")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- stage and CLI
+
+# Keys the workflow puts into params to describe the two models (label, run-time selection,
+# path): they identify the inputs, not how to compute, so run() does not pass them on.
+ROLE_KEYS = ("reference", "target")
+PARAM_KEYS = ("k", "modules", "dtype", "bins", "dw_top")
+
+
+def run(spec: dict[str, Any]) -> None:
+    """Stage entry point (docs/architecture.md, "Job spec").
+
+    ``spec["inputs"]``: ``reference`` and ``target`` model directories. ``spec["params"]``:
+    ``k`` (default 0.2), ``modules`` (None: every 2-D matrix), ``dtype`` ("float32"),
+    ``bins`` (20), ``dw_top`` (8). Writes the three parquet tables into the artifact.
+    """
+    from sftrl import store
+
+    params = {key: value for key, value in spec["params"].items() if key not in ROLE_KEYS}
+    unknown = sorted(set(params) - set(PARAM_KEYS))
+    if unknown:
+        raise ValueError(f"spectrum: unknown params {unknown}; known: {list(PARAM_KEYS)}")
+    with store.open_artifact(spec) as art:
+        tables = compute_spectrum(
+            spec["inputs"]["reference"],
+            spec["inputs"]["target"],
+            k=params.get("k", DEFAULT_K),
+            modules=params.get("modules"),
+            dtype=params.get("dtype", "float32"),
+            bins=params.get("bins", DEFAULT_BINS),
+            dw_top=params.get("dw_top", DEFAULT_DW_TOP),
+            progress=sys.stderr.isatty(),
+        )
+        write_tables(tables, art.path)
+        art.summary.update(summarize(tables))
+
+
+def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``spectrum A B [--k 0.2] [--modules ...] [--out DIR] [--dtype float64]``.
+
+    The handler is stored as both ``func`` and ``handler`` defaults; it returns an exit status.
+    """
+    parser = subparsers.add_parser(
+        "spectrum",
+        help="SVD diagnostics of every 2-D matrix of model B against model A",
+        description="SVD diagnostics of every 2-D matrix of TARGET against REFERENCE "
+        "(HF directories with safetensors weights).",
+    )
+    parser.add_argument("reference", help="reference model directory (A)")
+    parser.add_argument("target", help="target model directory (B)")
+    parser.add_argument(
+        "--k",
+        type=parse_k,
+        default=DEFAULT_K,
+        help="top-k: an integer count or a fraction of each matrix's rank (default 0.2)",
+    )
+    parser.add_argument(
+        "--modules", nargs="+", default=None, help="regex/substring filters on tensor names"
+    )
+    parser.add_argument("--out", type=Path, help="write per_*.parquet into this directory")
+    parser.add_argument("--dtype", choices=COMPUTE_DTYPES, default="float32")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
+    parser.add_argument("--bins", type=int, default=DEFAULT_BINS, help="bins of the index axis")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_cli_spectrum, handler=_cli_spectrum)
+    return parser
+
+
+def _cli_spectrum(args: argparse.Namespace) -> int:
+    tables = compute_spectrum(
+        args.reference,
+        args.target,
+        k=args.k,
+        modules=args.modules,
+        device=args.device,
+        dtype=args.dtype,
+        bins=args.bins,
+        progress=not args.no_progress,
+    )
+    if args.out is not None:
+        for path in write_tables(tables, args.out):
+            print(f"wrote {path}")
+    print(format_layer_summary(tables["per_layer"]))
+    summary = summarize(tables)
+    print(
+        f"{summary['n_matrices']} matrices, {summary['params']} parameters, "
+        f"||dW||/||W|| = {summary['dw_rel_total']:.3e}"
+    )
+    return 0
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """``python -m sftrl.spectrum A B ...`` (the same command as ``sftrl spectrum``)."""
+    parser = argparse.ArgumentParser(prog="sftrl")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["spectrum", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""The tables stage: every measured artifact's metrics as tidy parquet tables.
+
+Figures and the run summary read these tables only (never a model), so re-drawing a figure
+costs a plot, and each table names the artifact ids its rows came from. Columns are listed in
+`sftrl.figures`; every table is written even when empty (e.g. no surgery configured).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sftrl.stats import recovery_interval
+from sftrl.store import read_manifest
+
+SPLITS = ("id_seen", "id_unseen", "ood")
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def checkpoint_position(stage: str, checkpoint: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Where a checkpoint sits: SFT epoch (RL: its start epoch) and RL step."""
+    epoch, step = math.nan, math.nan
+    if stage == "base":
+        epoch = 0.0
+    elif stage == "sft" and checkpoint.startswith("epoch-"):
+        epoch = float(checkpoint.removeprefix("epoch-"))
+    elif stage == "rl":
+        epoch = float(params["start_epoch"])
+        step = params.get("steps", math.nan) if checkpoint == "final" else None
+        if checkpoint.startswith("step-"):
+            step = int(checkpoint.removeprefix("step-"))
+    return {"epoch": epoch, "rl_step": step}
+
+
+def surgery_setting(params: dict[str, Any]) -> tuple[str, float]:
+    """A short label of a surgery and its x value (UV top fraction, layers, alpha)."""
+    method = params["method"]
+    if method == "uv":
+        top, tail = params.get("top", 0), params.get("tail", 0)
+        label = f"top={top}" + (f" tail={tail}" if tail else "")
+        return label, float(top) + float(tail)
+    if method == "reset":
+        extras = [k for k in ("embeddings", "lm_head", "norms") if params.get(k)]
+        label = f"layers={params['layers']}" + ("+" + "+".join(extras) if extras else "")
+        return label, float(len(parse_layer_list(params["layers"])))
+    return f"alpha={params['alpha']}", float(params["alpha"])
+
+
+def parse_layer_list(layers: Any) -> list[int]:
+    if isinstance(layers, list):
+        return [int(x) for x in layers]
+    text = str(layers)
+    if "-" in text:
+        lo, hi = text.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(x) for x in text.split(",")]
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+class Collector:
+    def __init__(self, artifacts: list[dict[str, Any]], base_eval: str):
+        self.artifacts = artifacts
+        self.manifests = {a["id"]: read_manifest(a["dir"]) for a in artifacts}
+        self.info = {a["id"]: a for a in artifacts}
+        base_manifest = read_manifest(base_eval)
+        self.base_model_id = base_manifest["parents"]["model"]
+        self.base_eval_id = base_manifest["id"]
+
+    def of_stage(self, stage: str) -> list[dict[str, Any]]:
+        return [a for a in self.artifacts if a["stage"] == stage]
+
+    def model_stage(self, model_id: str) -> tuple[str, dict[str, Any], str]:
+        if model_id == self.base_model_id:
+            return "base", {}, "base"
+        info = self.info[model_id]
+        return info["stage"], self.manifests[model_id]["params"], info["label"]
+
+    def evals(self) -> pd.DataFrame:
+        rows = []
+        for art in self.of_stage("eval"):
+            manifest = self.manifests[art["id"]]
+            stage, params, label = self.model_stage(manifest["parents"]["model"])
+            summary = json.loads((Path(art["dir"]) / "summary.json").read_text())
+            setting, fraction = surgery_setting(params) if stage == "surgery" else (None, None)
+            for checkpoint, result in summary["models"].items():
+                for split, m in result["splits"].items():
+                    rows.append(
+                        {
+                            "stage": stage,
+                            "artifact": manifest["parents"]["model"],
+                            "eval": art["id"],
+                            "label": label,
+                            "checkpoint": checkpoint,
+                            **checkpoint_position(stage, checkpoint, params),
+                            "algorithm": params.get("algorithm"),
+                            "seed": params.get("seed"),
+                            "method": params.get("method"),
+                            "setting": setting,
+                            "fraction": fraction,
+                            "split": split,
+                            "n": m["n"],
+                            "success": m["success"]["rate"],
+                            "ci_low": m["success"]["low"],
+                            "ci_high": m["success"]["high"],
+                            "mean_reward": m["mean_reward_at_1"],
+                            "number_acc": m["number_accuracy"],
+                            "says_ten": m["says_ten_rate"],
+                        }
+                    )
+        return pd.DataFrame(rows)
+
+    def predictions(self, eval_id: str, checkpoint: str, split: str) -> np.ndarray:
+        frame = pd.read_parquet(Path(self.info[eval_id]["dir"]) / "predictions.parquet")
+        keep = (frame["checkpoint"] == checkpoint) & (frame["split"] == split)
+        return frame[keep].sort_values(["item", "sample"])["success"].astype(float).to_numpy()
+
+    def recovery(self) -> pd.DataFrame:
+        """(surgery - recipient) / (donor - recipient) per split, paired bootstrap interval."""
+        rows = []
+        eval_of = {
+            self.manifests[a["id"]]["parents"]["model"]: a["id"] for a in self.of_stage("eval")
+        }
+        for art in self.of_stage("surgery"):
+            manifest = self.manifests[art["id"]]
+            params = manifest["params"]
+            donor = Path(manifest["inputs"]["donor"]).name
+            recipient = Path(manifest["inputs"]["recipient"]).name
+            sft_eval = eval_of[manifest["parents"]["donor"]]
+            setting, fraction = surgery_setting(params)
+            for split in SPLITS:
+                after = self.predictions(eval_of[art["id"]], "model", split)
+                r = self.predictions(sft_eval, recipient, split)
+                d = self.predictions(sft_eval, donor, split)
+                rec = recovery_interval(after, r, d, seed=0)
+                rows.append(
+                    {
+                        "artifact": art["id"],
+                        "method": params["method"],
+                        "setting": setting,
+                        "fraction": fraction,
+                        "split": split,
+                        "donor": donor,
+                        "recipient": recipient,
+                        "success": float(after.mean()) if after.size else math.nan,
+                        "donor_success": float(d.mean()) if d.size else math.nan,
+                        "recipient_success": float(r.mean()) if r.size else math.nan,
+                        "recovery": _nan(rec["estimate"]),
+                        "recovery_low": _nan(rec["low"]),
+                        "recovery_high": _nan(rec["high"]),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def sft_curves(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        train, heldout = [], []
+        for art in self.of_stage("sft"):
+            for rec in read_jsonl(Path(art["dir"]) / "train_log.jsonl"):
+                train.append(
+                    {
+                        "artifact": art["id"],
+                        "step": rec["step"],
+                        "epoch": rec.get("epoch"),
+                        "train_loss": rec["loss"],
+                    }
+                )
+            for rec in read_jsonl(Path(art["dir"]) / "heldout_loss.jsonl"):
+                heldout.append(
+                    {
+                        "artifact": art["id"],
+                        "epoch": rec["epoch"],
+                        "heldout_loss": rec["heldout_loss"],
+                    }
+                )
+        return pd.DataFrame(train), pd.DataFrame(heldout)
+
+    def rl_curves(self) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        curves, coupling = [], []
+        for art in self.of_stage("rl"):
+            params = self.manifests[art["id"]]["params"]
+            key = {
+                "artifact": art["id"],
+                "algorithm": params["algorithm"],
+                "start_epoch": float(params["start_epoch"]),
+                "seed": params["seed"],
+            }
+            for rec in read_jsonl(Path(art["dir"]) / "metrics.jsonl"):
+                curves.append(
+                    {
+                        **key,
+                        "step": rec["step"],
+                        "reward": rec.get("reward", math.nan),
+                        "success": rec.get("success", math.nan),
+                        "kl": _first(rec, "kl_start", "kl"),
+                        "entropy": rec.get("entropy", math.nan),
+                        "value_loss": rec.get("value_loss", math.nan),
+                        "clip_frac": _first(rec, "clip_frac", "clip_ratio/region_mean"),
+                    }
+                )
+            losses = read_jsonl(Path(art["dir"]) / "sft_loss.jsonl")
+            refs = {r["model"]: r["loss"] for r in losses if r["model"] in ("base", "start")}
+            for rec in losses:
+                if rec["model"] == "policy":
+                    coupling.append(
+                        {
+                            **key,
+                            "kind": "sft_loss_during_rl",
+                            "step": rec["step"],
+                            "value": rec["loss"],
+                            "ref_base": refs.get("base", math.nan),
+                            "ref_start": refs.get("start", math.nan),
+                        }
+                    )
+        return pd.DataFrame(curves), coupling
+
+    def rlsft_curves(self) -> list[dict[str, Any]]:
+        rows = []
+        for art in self.of_stage("rlsft"):
+            rl_params = self.manifests[self.manifests[art["id"]]["parents"]["rl"]]["params"]
+            for rec in read_jsonl(Path(art["dir"]) / "metrics.jsonl"):
+                rows.append(
+                    {
+                        "artifact": art["id"],
+                        "algorithm": rl_params["algorithm"],
+                        "start_epoch": float(rl_params["start_epoch"]),
+                        "kind": "reward_during_sft",
+                        "step": rec["step"],
+                        "value": rec["reward"],
+                        "ref_base": math.nan,
+                        "ref_start": math.nan,
+                    }
+                )
+        return rows
+
+    def spectra(self) -> dict[str, pd.DataFrame]:
+        values, angles, layers = [], [], []
+        for art in self.of_stage("spectrum"):
+            pair = art["label"]
+            per_index = pd.read_parquet(Path(art["dir"]) / "per_index.parquet")
+            per_index = per_index.assign(pair=pair, artifact=art["id"])
+            values.append(
+                per_index[
+                    ["pair", "artifact", "matrix", "layer", "module", "index", "s_ref", "s_tgt"]
+                ]
+            )
+            angles.append(
+                per_index[
+                    [
+                        "pair",
+                        "artifact",
+                        "matrix",
+                        "layer",
+                        "module",
+                        "index",
+                        "rel_index",
+                        "angle_u",
+                        "angle_v",
+                    ]
+                ]
+            )
+            per_layer = pd.read_parquet(Path(art["dir"]) / "per_layer.parquet")
+            layers.append(per_layer.assign(pair=pair, artifact=art["id"]))
+        return {
+            "spectrum_values": pd.concat(values, ignore_index=True) if values else pd.DataFrame(),
+            "spectrum_angles": pd.concat(angles, ignore_index=True) if angles else pd.DataFrame(),
+            "spectrum_layers": pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(),
+        }
+
+
+def _first(record: dict[str, Any], *keys: str) -> float:
+    for key in keys:
+        if record.get(key) is not None:
+            return record[key]
+    return math.nan
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def collect(artifacts: list[dict[str, Any]], base_eval: str) -> dict[str, pd.DataFrame]:
+    c = Collector(artifacts, base_eval)
+    sft_curve, sft_heldout = c.sft_curves()
+    rl_curves, coupling = c.rl_curves()
+    return {
+        "evals": c.evals(),
+        "recovery": c.recovery(),
+        "sft_curve": sft_curve,
+        "sft_heldout": sft_heldout,
+        "rl_curves": rl_curves,
+        "coupling": pd.DataFrame(coupling + c.rlsft_curves()),
+        **c.spectra(),
+    }
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
+    """The key numbers of a run as Markdown (printed at the end of `make run`)."""
+    ev = tables["evals"]
+    lines = ["# sftrl run summary", ""]
+    if not ev.empty:
+        models = ev[ev["stage"].isin(["base", "sft"])]
+        wide = models.pivot_table(index="epoch", columns="split", values="success")
+        lines += [
+            "## Success by SFT epoch (epoch 0 = base model)",
+            "",
+            "| epoch | ID seen | ID unseen | OOD |",
+            "|---|---|---|---|",
+        ]
+        for epoch, row in wide.iterrows():
+            lines.append(
+                f"| {epoch:g} | {_pct(row.get('id_seen'))} | {_pct(row.get('id_unseen'))} "
+                f"| {_pct(row.get('ood'))} |"
+            )
+        rl = ev[(ev["stage"] == "rl") & (ev["checkpoint"] == "final") & (ev["split"] == "ood")]
+        if not rl.empty:
+            lines += [
+                "",
+                "## OOD success: SFT checkpoint -> after RL",
+                "",
+                "| start epoch | algorithm | seed | before | after |",
+                "|---|---|---|---|---|",
+            ]
+            sft_ood = wide["ood"] if "ood" in wide else pd.Series(dtype=float)
+            for _, row in rl.sort_values(["epoch", "algorithm", "seed"]).iterrows():
+                before = sft_ood.get(row["epoch"], math.nan)
+                lines.append(
+                    f"| {row['epoch']:g} | {row['algorithm']} | {row['seed']} | {_pct(before)} "
+                    f"| {_pct(row['success'])} |"
+                )
+    rec = tables["recovery"]
+    if not rec.empty:
+        ood = rec[rec["split"] == "ood"]
+        lines += [
+            "",
+            "## Weight surgery: OOD recovery (donor = SFT OOD peak, recipient = SFT end)",
+            "",
+            "| surgery | OOD | recovery [95% CI] |",
+            "|---|---|---|",
+        ]
+        for _, row in ood.iterrows():
+            lines.append(
+                f"| {row['method']} {row['setting']} | {_pct(row['success'])} | "
+                f"{row['recovery']:.2f} [{row['recovery_low']:.2f}, {row['recovery_high']:.2f}] |"
+            )
+    coupling = tables["coupling"]
+    if not coupling.empty:
+        lines += ["", "## Non-decoupling (arXiv 2601.07389)", ""]
+        during = coupling[coupling["kind"] == "sft_loss_during_rl"]
+        for (algo, epoch), group in during.groupby(["algorithm", "start_epoch"]):
+            last = group.sort_values("step").iloc[-1]
+            lines.append(
+                f"- {algo} from epoch {epoch:g}: SFT loss {last['ref_start']:.3f} at start -> "
+                f"{last['value']:.3f} after {int(last['step'])} RL updates "
+                f"(base model: {last['ref_base']:.3f})"
+            )
+        after = coupling[coupling["kind"] == "reward_during_sft"]
+        for (algo, epoch), group in after.groupby(["algorithm", "start_epoch"]):
+            group = group.sort_values("step")
+            lines.append(
+                f"- SFT after {algo} (from epoch {epoch:g}): mean@1 reward "
+                f"{group['value'].iloc[0]:.3f} -> {group['value'].iloc[-1]:.3f}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def run(spec: dict[str, Any]) -> None:
+    from sftrl.store import open_artifact
+
+    tables = collect(spec["inputs"]["artifacts"], spec["inputs"]["base_eval"])
+    with open_artifact(spec) as art:
+        for name, frame in tables.items():
+            frame.to_parquet(Path(art.path) / f"{name}.parquet", index=False)
+        (Path(art.path) / "summary.md").write_text(summary_markdown(tables))
+        art.summary["rows"] = {name: len(frame) for name, frame in tables.items()}
+
+
+def write_summary(tables_dir: str | Path, out: str | Path) -> None:
+    """Copy the tables' summary to a stable path (atomically) and print it."""
+    text = (Path(tables_dir) / "summary.md").read_text()
+    tmp = Path(f"{out}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    print(text)

@@ -1,0 +1,92 @@
+"""End to end: the micro config through the real Snakefile, every stage, into a temp directory.
+
+One session-scoped run is shared by the assertions below (and by the SLURM test, which
+compares its content addresses with this local run).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "configs" / "micro.yaml"
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "-d", str(workdir)]
+    cmd += ["--configfile", str(MICRO), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when there is nothing to do)."""
+    out = snakemake(workdir, "-n", "--quiet", "rules", *args).stdout
+    counts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("micro")
+    snakemake(workdir)
+    return workdir
+
+
+def test_every_planned_artifact_is_complete_and_verifies(micro_run):
+    proc = subprocess.run(
+        [str(BIN / "sftrl"), "verify", "--root", str(micro_run / "results")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stages = {p.parent.parent.name for p in (micro_run / "results").glob("*/*/manifest.json")}
+    assert {"data", "pretrain", "sft", "eval", "rl", "rlsft", "spectrum", "surgery"} <= stages
+    assert not list((micro_run / "results").glob("*/.tmp-*")), "temp dirs left behind"
+
+
+def test_models_load_with_from_pretrained(micro_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sft = next((micro_run / "results" / "sft").glob("*/manifest.json")).parent
+    epoch_dirs = sorted(sft.glob("epoch-*"))
+    assert epoch_dirs
+    model = AutoModelForCausalLM.from_pretrained(epoch_dirs[-1])
+    tokenizer = AutoTokenizer.from_pretrained(epoch_dirs[-1])
+    assert model.config.tie_word_embeddings is False
+    assert tokenizer("Cards : 7 , Q")["input_ids"]
+
+
+def test_second_run_has_nothing_to_do(micro_run):
+    assert planned_jobs(micro_run) == {}
+
+
+def test_deleted_figure_reruns_only_its_plot(micro_run):
+    figure = micro_run / "results" / "figures" / "recovery.pdf"
+    assert figure.read_bytes().startswith(b"%PDF")
+    sidecar = json.loads(figure.with_suffix(".json").read_text())
+    assert sidecar["artifacts"]
+    figure.unlink()
+    assert planned_jobs(micro_run, "results/figures/recovery.pdf") == {"figure": 1}
+    snakemake(micro_run, "results/figures/recovery.pdf")
+    assert figure.exists()
+
+
+def test_plot_setting_change_reruns_only_plots(micro_run):
+    theme = "figures={'theme': {'context': 'talk', 'style': 'ticks', 'font_scale': 1.2}}"
+    jobs = planned_jobs(micro_run, "--config", theme)
+    assert jobs and set(jobs) <= {"figure", "all"}, jobs

@@ -1,0 +1,9 @@
+"""Write results/summary.md, the key numbers of the run, from the tidy metric tables."""
+
+import sys
+
+from sftrl.tables import write_summary
+
+with open(snakemake.log[0], "w") as log:  # noqa: F821 (injected by Snakemake)
+    sys.stdout = sys.stderr = log
+    write_summary(snakemake.params.tables, snakemake.output[0])  # noqa: F821
