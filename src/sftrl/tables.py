@@ -51,11 +51,11 @@ def surgery_setting(params: dict[str, Any]) -> tuple[str, float]:
     method = params["method"]
     if method == "uv":
         top, tail = params.get("top", 0), params.get("tail", 0)
-        label = f"top={top}" + (f" tail={tail}" if tail else "")
+        label = f"top={top}" + (f",tail={tail}" if tail else "")
         return label, float(top) + float(tail)
     if method == "reset":
         extras = [k for k in ("embeddings", "lm_head", "norms") if params.get(k)]
-        label = f"layers={params['layers']}" + ("+" + "+".join(extras) if extras else "")
+        label = ",".join([f"layers={params['layers']}", *(f"{k}=on" for k in extras)])
         return label, float(len(parse_layer_list(params["layers"])))
     return f"alpha={params['alpha']}", float(params["alpha"])
 
