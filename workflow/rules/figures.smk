@@ -1,6 +1,14 @@
 # Figures read tidy metric tables only (never a model); a plot setting changes only plots.
 
 
+# Light and quick: on a cluster they run where snakemake runs instead of waiting in a queue.
+localrules:
+    all,
+    tables,
+    figure,
+    summary,
+
+
 rule tables:
     input:
         unpack(parents_of("tables")),
