@@ -90,3 +90,21 @@ def test_plot_setting_change_reruns_only_plots(micro_run):
     theme = "figures={'theme': {'context': 'talk', 'style': 'ticks', 'font_scale': 1.2}}"
     jobs = planned_jobs(micro_run, "--config", theme)
     assert jobs and set(jobs) <= {"figure", "all"}, jobs
+
+
+@pytest.mark.slurm
+def test_slurm_run_gives_the_local_content_addresses(micro_run, slurm_cluster, tmp_path):
+    """The micro DAG through `--profile slurm` on a real local cluster: same ids as locally."""
+    done = slurm_cluster.snakemake(
+        "-s", str(ROOT / "Snakefile"), "--configfile", str(MICRO), cwd=tmp_path, timeout=900
+    )
+    assert done.returncode == 0 and not done.timed_out, done.describe()
+
+    def artifact_paths(workdir: Path) -> set[str]:
+        results = workdir / "results"
+        return {str(p.parent.relative_to(results)) for p in results.glob("*/*/manifest.json")}
+
+    assert artifact_paths(tmp_path) == artifact_paths(micro_run)
+    # the training jobs really went through SLURM (localrules run beside snakemake)
+    submitted = {p.name for p in (tmp_path / ".snakemake" / "slurm_logs").glob("rule_*")}
+    assert {"rule_data", "rule_pretrain", "rule_sft", "rule_rl", "rule_eval"} <= submitted

@@ -346,8 +346,8 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
             for _, row in rl.sort_values(["epoch", "algorithm", "seed"]).iterrows():
                 before = sft_ood.get(row["epoch"], math.nan)
                 lines.append(
-                    f"| {row['epoch']:g} | {row['algorithm']} | {row['seed']} | {_pct(before)} "
-                    f"| {_pct(row['success'])} |"
+                    f"| {row['epoch']:g} | {row['algorithm']} | {int(row['seed'])} "
+                    f"| {_pct(before)} | {_pct(row['success'])} |"
                 )
     rec = tables["recovery"]
     if not rec.empty:
@@ -360,9 +360,14 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
             "|---|---|---|",
         ]
         for _, row in ood.iterrows():
+            interval = (
+                "undefined (donor and recipient tie)"
+                if math.isnan(row["recovery"])
+                else f"{row['recovery']:.2f} "
+                f"[{row['recovery_low']:.2f}, {row['recovery_high']:.2f}]"
+            )
             lines.append(
-                f"| {row['method']} {row['setting']} | {_pct(row['success'])} | "
-                f"{row['recovery']:.2f} [{row['recovery_low']:.2f}, {row['recovery_high']:.2f}] |"
+                f"| {row['method']} {row['setting']} | {_pct(row['success'])} | {interval} |"
             )
     coupling = tables["coupling"]
     if not coupling.empty:
