@@ -56,3 +56,27 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "data.sft_handz" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_schema_defaults_match_each_stage_defaults():
+    """The schema is what the workflow runs with; the stage modules' own defaults (used outside
+    the workflow) must not drift from it."""
+    from sftrl import corpus, evaluate
+    from sftrl.train import grpo, ppo, pretrain, rlsft, sft
+
+    config = load_config(ROOT / "config.yaml", overrides={"sft": {"epochs": [0.5, 1, 2, 4]}})
+    injected = {"seed", "model", "algorithm"}  # set by the plan from other config keys
+    pairs = [
+        (config["pretrain"], pretrain.DEFAULT_PARAMS),
+        (config["pretrain"]["corpus"], corpus.DEFAULT_CORPUS),
+        (config["sft"], sft.DEFAULT_PARAMS),
+        (config["eval"], evaluate.DEFAULT_PARAMS),
+        (config["rl"]["ppo"], ppo.DEFAULT_PARAMS),
+        (config["rl"]["grpo"], grpo.DEFAULT_PARAMS),
+        (config["rlsft"], rlsft.DEFAULT_PARAMS),
+    ]
+    for from_schema, from_code in pairs:
+        for key, value in from_code.items():
+            if key in injected or (key == "corpus" and from_code is pretrain.DEFAULT_PARAMS):
+                continue
+            assert from_schema[key] == value, (key, from_schema[key], value)
