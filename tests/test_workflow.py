@@ -108,3 +108,16 @@ def test_slurm_run_gives_the_local_content_addresses(micro_run, slurm_cluster, t
     # the training jobs really went through SLURM (localrules run beside snakemake)
     submitted = {p.name for p in (tmp_path / ".snakemake" / "slurm_logs").glob("rule_*")}
     assert {"rule_data", "rule_pretrain", "rule_sft", "rule_rl", "rule_eval"} <= submitted
+
+
+def test_single_ablation_reruns_alone(micro_run):
+    """The documented one-liner: `snakemake -f $(sftrl plan --find LABEL)`."""
+    found = subprocess.run(
+        [str(BIN / "sftrl"), "plan", "--configfile", str(MICRO), "--find", "uv top=0.5"],
+        cwd=micro_run,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(found) == 2
+    assert planned_jobs(micro_run, "-f", *found) == {"surgery": 1, "eval": 1}

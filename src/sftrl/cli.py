@@ -294,12 +294,51 @@ def _run_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--configfile",
+        nargs="*",
+        default=[],
+        help="config layers on top of config.yaml, as for snakemake --configfile",
+    )
+    parser.add_argument(
+        "--find",
+        metavar="LABEL",
+        help="print the manifests of the artifact labelled LABEL and of its evaluation "
+        "(e.g. 'uv top=0.2'), for `snakemake -f $(sftrl plan --find ...)`",
+    )
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from sftrl.config import SCHEMA_PATH, load_config
+    from sftrl.plan import Plan
+
+    config = load_config(SCHEMA_PATH.parents[2] / "config.yaml", *args.configfile)
+    plan = Plan(config)
+    if args.find:
+        found = [a for a in plan.artifacts.values() if a.label == args.find]
+        if not found:
+            labels = sorted({a.label for a in plan.artifacts.values()})
+            raise CommandError(f"no artifact labelled {args.find!r}; labels: {labels}")
+        art = found[0]
+        paths = [art.manifest]
+        if art.id in plan.evals:
+            paths.append(plan.evals[art.id].manifest)
+        print(" ".join(paths))
+        return 0
+    for art in plan.artifacts.values():
+        done = "done" if Path(art.manifest).is_file() else "to do"
+        print(f"{art.stage:<9} {art.id}  {done:<6} {art.label}")
+    return 0
+
+
 COMMANDS: list[Command] = [
     Command("ls", "list artifacts in the result store", _add_ls, _run_ls),
     Command("show", "show one artifact's manifest", _add_show, _run_show),
     Command("verify", "re-hash artifacts against their manifests", _add_verify, _run_verify),
     Command("gc", "remove unkept artifacts and stale temp dirs", _add_gc, _run_gc),
     Command("summary", "print the key numbers of the last run", _add_summary, _run_summary),
+    Command("plan", "list the artifacts a config plans, and where", _add_plan, _run_plan),
 ]
 
 # Analysis commands register their own parsers (they live beside the code they run).
