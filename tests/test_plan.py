@@ -40,7 +40,7 @@ def test_changing_sft_changes_only_sft_and_downstream():
 
 
 def test_changing_eval_decoding_reruns_only_evaluations():
-    a, b = plan(), plan(eval={"max_new_tokens": 7})
+    a, b = plan(), plan(eval={"decoding": {"max_new_tokens": 7}})
     for stage in ("data", "pretrain", "sft", "rl", "rlsft"):
         assert ids(a, stage) == ids(b, stage), stage
     assert ids(a, "eval").isdisjoint(ids(b, "eval"))

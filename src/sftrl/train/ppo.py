@@ -1,0 +1,528 @@
+"""PPO for a causal LM (our own actor-critic; TRL 1.16 has no PPOTrainer), after arXiv 2508.16546.
+
+Actor = the causal LM. Critic = `ValueHead`, an MLP h -> h/4 -> h/8 -> 1 on the final hidden
+state of the policy's own trunk (shared trunk: the value loss also moves the LM weights, as in
+the paper's code). One rollout = one answer to one hand, sampled at `temperature` with a KV
+cache; the reward (`sftrl.game.score`) arrives on the answer's last token.
+
+Two granularities (param `granularity`):
+- "sequence" (default, the paper's): the whole answer is ONE action. V(s0) is the value head on
+  the last prompt token; the action log-prob is the sum of the answer's token log-probs, so the
+  ratio and the clip (0.1) are per answer. With one graded attempt per episode, GAE reduces to
+  A = r - V(s0) and the return is r (gamma/lambda only matter for multi-step episodes).
+- "token": every generated token is an action. V(s_t) is the value head on the hidden state
+  that predicts token t (t = 0: the last prompt token, the paper's placement), GAE runs over
+  the tokens with the sparse terminal reward. Per token, gamma 0.9 discounts the start of a
+  40-token answer by 0.9^40: use gamma 1.0 there.
+Log-probs, entropy and KL are those of the temperature-scaled policy that generated the data.
+KL to the start policy is the k3 estimator exp(d) - d - 1, d = logp_ref - logp, on the rollout
+tokens (always measured; a penalty only when kl_coef > 0). Entropy bonus off by default.
+
+Entry point (plain python or `accelerate launch`; only the main process writes):
+    python -m sftrl.train.ppo --spec '{"stage": "rl", ...}'   # or --spec path/to/spec.json
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sftrl.train import rl_common
+
+DEFAULT_PARAMS: dict = {
+    "steps": 100,                 # PPO iterations (one rollout batch + its learning epochs)
+    "rollout_batch_size": 64,     # hands (episodes) per step
+    "minibatch_size": 16,         # episodes per optimizer step
+    "micro_batch_size": 16,       # episodes per forward pass (gradient accumulation)
+    "ppo_epochs": 4,
+    "granularity": "sequence",    # "sequence" (paper) | "token"
+    "gamma": 0.9,
+    "lam": 0.95,
+    "clip": 0.1,                  # policy ratio clip
+    "value_clip": 0.1,            # value clip (paper: same 0.1)
+    "vf_coef": 0.5,
+    "kl_coef": 0.0,               # KL-to-start penalty (paper: none)
+    "entropy_coef": 0.0,          # entropy bonus (paper: none)
+    "track_kl": True,             # keep a frozen start copy to measure KL even without penalty
+    "lr": 2e-5,                   # paper: 1e-6 at 7-11B; tiny models need more
+    "value_lr": None,             # None = lr
+    "lr_schedule": "cosine",      # "cosine" | "constant"
+    "warmup_ratio": 0.03,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,         # paper: 0.01
+    "temperature": 0.2,           # rollout temperature (paper)
+    "max_new_tokens": 56,         # SFT answers are ~41 tokens with EOS
+    "reward": "published",        # "published" | "success"
+    "whiten_rewards": False,      # standardise rewards over the rollout batch
+    "whiten_advantages": True,
+    "save_every": 25,             # step-<k>/ every K steps (and final/)
+    "sft_loss_every": 25,         # SFT-loss probe every K steps (0: off)
+    "sft_loss_rows": 256,
+    "sft_loss_batch_size": 64,
+    "seed": 0,
+}
+
+
+# ----------------------------------------------------------------------------- critic
+
+
+class ValueHead(nn.Module):
+    """MLP h -> h/4 -> h/8 -> 1 (ReLU). The last layer starts at zero, so V starts at 0."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        h4, h8 = max(1, hidden_size // 4), max(1, hidden_size // 8)
+        self.net = nn.Sequential(nn.Linear(hidden_size, h4), nn.ReLU(), nn.Linear(h4, h8),
+                                 nn.ReLU(), nn.Linear(h8, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(hidden.float()).squeeze(-1)
+
+
+class ActorCritic(nn.Module):
+    """Policy + value head in one module (one DDP wrapper under `accelerate launch`)."""
+
+    def __init__(self, policy, value_head: ValueHead):
+        super().__init__()
+        self.policy, self.value_head = policy, value_head
+
+    def forward(self, input_ids, attention_mask, n_prompt: int, temperature: float):
+        return token_stats(self.policy, self.value_head, input_ids, attention_mask, n_prompt,
+                           temperature)
+
+
+def token_stats(policy, value_head, input_ids, attention_mask, n_prompt: int,
+                temperature: float):
+    """Per completion token t: log-prob of token t, entropy, and V(state before t) (None
+    without a value head). Position P-1+t holds the state that predicts token t, so t = 0 is
+    the last prompt token (always at P-1: prompts are left-padded)."""
+    n_completion = input_ids.shape[1] - n_prompt
+    out = policy(input_ids=input_ids, attention_mask=attention_mask,
+                 position_ids=position_ids(attention_mask),
+                 output_hidden_states=value_head is not None, logits_to_keep=n_completion + 1)
+    logits = out.logits[:, :-1].float() / temperature                 # positions P-1 .. P+T-2
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, input_ids[:, n_prompt:].unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    values = None
+    if value_head is not None:
+        values = value_head(out.hidden_states[-1][:, n_prompt - 1:-1])  # same positions
+    return logp, entropy, values
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counting only attended tokens (left padding shifts nothing)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
+        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over [B, T] steps (right-padded; mask 1 on real steps).
+    The step after the last real one is terminal (value 0). Returns (advantages, returns)."""
+    mask = mask.float()
+    adv = torch.zeros_like(values, dtype=torch.float)
+    carry = torch.zeros(values.shape[0], dtype=torch.float, device=values.device)
+    n_steps = values.shape[1]
+    for t in reversed(range(n_steps)):
+        alive = mask[:, t + 1] if t + 1 < n_steps else torch.zeros_like(carry)
+        next_value = values[:, t + 1] * alive if t + 1 < n_steps else torch.zeros_like(carry)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        carry = (delta + gamma * lam * alive * carry) * mask[:, t]
+        adv[:, t] = carry
+    return adv, (adv + values) * mask
+
+
+def policy_loss(logp_new, logp_old, adv, mask, clip: float):
+    """Clipped surrogate, masked mean: max(-A r, -A clip(r, 1-c, 1+c)). Returns (loss, clipfrac)."""
+    ratio = torch.exp(logp_new - logp_old)
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1.0 - clip, 1.0 + clip)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clip_frac = masked_mean((clipped > unclipped).float(), mask)
+    return loss, clip_frac.detach()
+
+
+def value_loss(v_new, v_old, returns, mask, clip: float):
+    """Clipped value loss 0.5 * max((v - R)^2, (v_old + clip(v - v_old) - R)^2), masked mean.
+    Returns (loss, fraction of steps where the clipped term won)."""
+    v_clipped = v_old + (v_new - v_old).clamp(-clip, clip)
+    unclipped, clipped = (v_new - returns) ** 2, (v_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+    return loss, masked_mean((clipped > unclipped).float(), mask).detach()
+
+
+def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(pi || pi_ref) on samples of pi: exp(d) - d - 1 >= 0."""
+    d = logp_ref - logp
+    return torch.exp(d) - d - 1.0
+
+
+def to_steps(logp, values, completion_mask, granularity: str):
+    """Token tensors [B, T] -> RL steps: per token, or one step per answer ([B, 1]: summed
+    log-prob, V(s0) = value at the last prompt token). Returns (logp, values, step_mask)."""
+    if granularity == "token":
+        return logp, values, completion_mask.float()
+    if granularity == "sequence":
+        seq_logp = (logp * completion_mask).sum(-1, keepdim=True)
+        return seq_logp, values[:, :1], torch.ones_like(seq_logp)
+    raise ValueError(f"granularity must be 'sequence' or 'token', got {granularity!r}")
+
+
+def step_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor, granularity: str):
+    """Sparse rewards: on the answer's last token (token) or on the one step (sequence)."""
+    if granularity == "sequence":
+        return rewards[:, None].float()
+    out = torch.zeros_like(completion_mask, dtype=torch.float)
+    last = completion_mask.long().sum(-1).clamp(min=1) - 1
+    out[torch.arange(len(rewards)), last] = rewards.float()
+    return out * completion_mask
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warmup over `warmup` steps, then constant or cosine decay to 0 at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {schedule!r}")
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ----------------------------------------------------------------------------- rollout
+
+
+@dataclass
+class Rollout:
+    input_ids: torch.Tensor        # [B, P+T]: left-padded prompt, right-padded completion
+    attention_mask: torch.Tensor   # [B, P+T]: prompt tokens and completion up to EOS
+    completion_mask: torch.Tensor  # [B, T]: 1 up to and including the first EOS
+    n_prompt: int
+    texts: list[str]
+    rewards: torch.Tensor          # [B]
+    successes: torch.Tensor        # [B] bool
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int):
+    """(ids, mask) [B, P] with every sequence right-aligned: the last prompt token is at P-1."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[i, width - len(seq):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, eos_id: int, pad_id: int,
+           max_new_tokens: int, temperature: float, generator: torch.Generator | None = None):
+    """Sample completions token by token with the KV cache (temperature 0: greedy).
+    Returns (tokens [B, T], completion_mask [B, T]); tokens after EOS are `pad_id`."""
+    mask, pos = prompt_mask, position_ids(prompt_mask)
+    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                logits_to_keep=1)
+    done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+    tokens = []
+    for _ in range(max_new_tokens):
+        logits = out.logits[:, -1].float()
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            tok = logits.argmax(-1)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tokens.append(tok)
+        done = done | (tok == eos_id)
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        pos = pos[:, -1:] + 1
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos,
+                    past_key_values=out.past_key_values, use_cache=True)
+    tokens = torch.stack(tokens, dim=1)
+    is_eos = (tokens == eos_id).long()
+    completion_mask = ((is_eos.cumsum(-1) - is_eos) == 0).long()  # up to the first EOS
+    return tokens, completion_mask
+
+
+RewardFn = Callable[[list[str], list[dict]], tuple[list[float], list[bool]]]
+
+
+def rollout(model, tokenizer, rows: Sequence[dict], reward_fn: RewardFn, max_new_tokens: int,
+            temperature: float, generator: torch.Generator | None = None) -> Rollout:
+    """Answer every row's prompt once and score the answers (`reward_fn(texts, rows)`)."""
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+        tokenizer.eos_token_id
+    prompt_ids, prompt_mask = left_pad([tokenizer(r["prompt"])["input_ids"] for r in rows],
+                                       pad_id)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    tokens, completion_mask = sample(model, prompt_ids, prompt_mask, tokenizer.eos_token_id,
+                                     pad_id, max_new_tokens, temperature, generator)
+    texts = [tokenizer.decode(t[m.bool()].tolist(), skip_special_tokens=True)
+             for t, m in zip(tokens.cpu(), completion_mask.cpu(), strict=True)]
+    rewards, successes = reward_fn(texts, list(rows))
+    return Rollout(
+        input_ids=torch.cat([prompt_ids, tokens], dim=1),
+        attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),
+        completion_mask=completion_mask,
+        n_prompt=prompt_ids.shape[1],
+        texts=texts,
+        rewards=torch.tensor(rewards, dtype=torch.float, device=device),
+        successes=torch.tensor(successes, dtype=torch.bool, device=device),
+    )
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+@torch.no_grad()
+def make_experience(actor_critic, roll: Rollout, p: dict, ref_policy=None) -> dict:
+    """Old log-probs and values, advantages and returns (plus KL/entropy of the rollout).
+    Forward passes run in chunks of `micro_batch_size` episodes."""
+    size = p["micro_batch_size"]
+    chunks = [(roll.input_ids[i:i + size], roll.attention_mask[i:i + size], roll.n_prompt,
+               p["temperature"]) for i in range(0, roll.input_ids.shape[0], size)]
+    logp, entropy, values = (torch.cat(parts) for parts in
+                             zip(*(actor_critic(*c) for c in chunks), strict=True))
+    cmask = roll.completion_mask.float()
+    exp = {"logp_token": logp, "cmask": cmask,
+           "entropy": masked_mean(entropy, cmask).item()}
+    if ref_policy is not None:
+        ref_logp = torch.cat([token_stats(ref_policy, None, *c)[0] for c in chunks])
+        exp["ref_logp"] = ref_logp
+        exp["kl_start"] = masked_mean(kl_k3(logp, ref_logp), cmask).item()
+    g = p["granularity"]
+    step_logp, step_values, smask = to_steps(logp, values, cmask, g)
+    rewards = roll.rewards
+    if p["whiten_rewards"] and len(rewards) > 1:
+        rewards = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+    adv, returns = gae(step_rewards(rewards, cmask, g), step_values, smask, p["gamma"], p["lam"])
+    if p["whiten_advantages"]:
+        adv = whiten(adv, smask)
+    exp.update(logp=step_logp, values=step_values, smask=smask, adv=adv, returns=returns)
+    return exp
+
+
+def ppo_update(actor_critic, optimizer, scheduler, roll: Rollout, exp: dict, p: dict,
+               accelerator=None, step: int = 0) -> dict:
+    """`ppo_epochs` passes over the rollout in shuffled minibatches (order seeded by seed and
+    step); clipped gradients, one scheduler step per optimizer step. Returns mean metrics."""
+    n = roll.input_ids.shape[0]
+    mb, micro = min(p["minibatch_size"], n), min(p["micro_batch_size"], p["minibatch_size"], n)
+    params = [q for group in optimizer.param_groups for q in group["params"]]
+    gen = torch.Generator().manual_seed(int(p["seed"]) * 1_000_003 + step)
+    sums: dict[str, float] = {}
+    n_steps = 0
+    for _ in range(p["ppo_epochs"]):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n - mb + 1, mb):
+            batch = order[start:start + mb]
+            optimizer.zero_grad(set_to_none=True)
+            for m0 in range(0, mb, micro):
+                idx = batch[m0:m0 + micro].to(roll.input_ids.device)
+                stats = _micro_loss(actor_critic, roll, exp, idx, p, len(idx) / mb, accelerator)
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v * len(idx) / mb
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, p["max_grad_norm"])
+            optimizer.step()
+            scheduler.step()
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+            n_steps += 1
+    return {k: v / max(n_steps, 1) for k, v in sums.items()}
+
+
+def _micro_loss(actor_critic, roll: Rollout, exp: dict, idx, p: dict, weight: float,
+                accelerator) -> dict:
+    logp, entropy, values = actor_critic(roll.input_ids[idx], roll.attention_mask[idx],
+                                         roll.n_prompt, p["temperature"])
+    cmask = exp["cmask"][idx]
+    step_logp, step_values, smask = to_steps(logp, values, cmask, p["granularity"])
+    pg, clip_frac = policy_loss(step_logp, exp["logp"][idx], exp["adv"][idx], smask, p["clip"])
+    vf, vclip_frac = value_loss(step_values, exp["values"][idx], exp["returns"][idx], smask,
+                                p["value_clip"])
+    ent = masked_mean(entropy, cmask)
+    loss = pg + p["vf_coef"] * vf - p["entropy_coef"] * ent
+    if p["kl_coef"] > 0:
+        loss = loss + p["kl_coef"] * masked_mean(kl_k3(logp, exp["ref_logp"][idx]), cmask)
+    if accelerator is not None:
+        accelerator.backward(loss * weight)
+    else:
+        (loss * weight).backward()
+    approx_kl = masked_mean(exp["logp_token"][idx] - logp.detach(), cmask)  # old || new, k1
+    return {"policy_loss": pg.item(), "value_loss": vf.item(), "clip_frac": clip_frac.item(),
+            "value_clip_frac": vclip_frac.item(), "approx_kl_old": approx_kl.item()}
+
+
+# ----------------------------------------------------------------------------- training loop
+
+
+def build_optimizer(actor_critic: ActorCritic, p: dict, total_steps: int):
+    groups = [{"params": [q for q in actor_critic.policy.parameters() if q.requires_grad],
+               "lr": p["lr"]},
+              {"params": list(actor_critic.value_head.parameters()),
+               "lr": p["value_lr"] if p["value_lr"] is not None else p["lr"]}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=p["weight_decay"])
+    warmup = int(round(p["warmup_ratio"] * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup, p["lr_schedule"]))
+    return optimizer, scheduler
+
+
+def train_ppo(policy, tokenizer, hands: Iterator[dict], reward_fn: RewardFn, params: dict,
+              out_dir: str | Path | None = None,
+              on_checkpoint: Callable[[int, object], None] | None = None,
+              accelerator=None) -> dict:
+    """Run `steps` PPO iterations on hands drawn from `hands`. Writes `metrics.jsonl`,
+    `step-<k>/`, `final/` and `value_head.safetensors` under out_dir (None: write nothing).
+    `on_checkpoint(step, policy)` runs every `sft_loss_every` steps (the SFT-loss probe)."""
+    from accelerate import Accelerator
+
+    p = {**DEFAULT_PARAMS, **params}
+    acc = accelerator or Accelerator()
+    out = Path(out_dir) if out_dir is not None else None
+    metrics_path = out / "metrics.jsonl" if out is not None else None
+
+    torch.manual_seed(p["seed"])  # value head init
+    head = ValueHead(policy.config.hidden_size)
+    ref = None
+    if p["track_kl"] or p["kl_coef"] > 0:
+        ref = copy.deepcopy(policy).eval().requires_grad_(False).to(acc.device)
+    actor_critic = acc.prepare(ActorCritic(policy, head))
+    core = acc.unwrap_model(actor_critic)
+    core.eval()  # dropout off throughout: old and new log-probs come from the same function
+    minibatches = max(1, p["rollout_batch_size"] // min(p["minibatch_size"],
+                                                         p["rollout_batch_size"]))
+    optimizer, scheduler = build_optimizer(core, p, p["steps"] * p["ppo_epochs"] * minibatches)
+    generator = torch.Generator(device=acc.device).manual_seed(
+        int(p["seed"]) * 7919 + acc.process_index)
+    history = []
+    for step in range(1, p["steps"] + 1):
+        t0 = time.perf_counter()
+        rows = rl_common.take(hands, p["rollout_batch_size"])
+        roll = rollout(core.policy, tokenizer, rows, reward_fn, p["max_new_tokens"],
+                       p["temperature"], generator)
+        t1 = time.perf_counter()
+        exp = make_experience(actor_critic, roll, p, ref)
+        stats = ppo_update(actor_critic, optimizer, scheduler, roll, exp, p, acc, step)
+        t2 = time.perf_counter()
+        rewards = acc.gather(roll.rewards)
+        successes = acc.gather(roll.successes.float())
+        record = {
+            "step": step, "episodes": step * p["rollout_batch_size"] * acc.num_processes,
+            "reward": rewards.mean().item(), "reward_std": rewards.std().item()
+            if len(rewards) > 1 else 0.0, "success": successes.mean().item(),
+            "entropy": exp["entropy"], "kl_start": exp.get("kl_start"),
+            "completion_tokens": roll.completion_mask.float().sum(-1).mean().item(),
+            "lr": scheduler.get_last_lr()[0], "reward_kind": p["reward"],
+            "seconds_rollout": round(t1 - t0, 4), "seconds_learn": round(t2 - t1, 4),
+            **stats,
+        }
+        history.append(record)
+        if acc.is_main_process:
+            rl_common.append_jsonl(metrics_path, record)
+            if rl_common.is_due(step, p["save_every"], p["steps"]) and step != p["steps"]:
+                rl_common.save_policy(core.policy, tokenizer, out, step)
+            if on_checkpoint is not None and p["sft_loss_every"] > 0 and \
+                    rl_common.is_due(step, p["sft_loss_every"], p["steps"]):
+                on_checkpoint(step, core.policy)
+    if acc.is_main_process and out is not None:
+        from safetensors.torch import save_file
+
+        rl_common.save_policy(core.policy, tokenizer, out, None)
+        save_file({k: v.contiguous().cpu() for k, v in head.state_dict().items()},
+                  str(out / "value_head.safetensors"))
+    acc.wait_for_everyone()
+    return _summary(history, p)
+
+
+def _summary(history: list[dict], p: dict) -> dict:
+    def mean(key, part):
+        vals = [h[key] for h in part if h.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    k = max(1, len(history) // 10)
+    return {
+        "algorithm": "ppo", "granularity": p["granularity"], "reward_kind": p["reward"],
+        "steps": len(history), "reward_first": mean("reward", history[:k]),
+        "reward_last": mean("reward", history[-k:]), "success_last": mean("success", history[-k:]),
+        "kl_start_last": mean("kl_start", history[-k:]),
+        "seconds_rollout": round(sum(h["seconds_rollout"] for h in history), 2),
+        "seconds_learn": round(sum(h["seconds_learn"] for h in history), 2),
+    }
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def train_from_dirs(start_model: str | Path, data_dir: str | Path, params: dict,
+                    out_dir: Path | None, base_model: str | Path | None = None) -> dict:
+    """Load the start checkpoint and the RL hands, attach the SFT-loss probe, train."""
+    from sftrl.modeling import load_model, load_tokenizer, set_seed_everywhere
+
+    p = {**DEFAULT_PARAMS, **params}
+    set_seed_everywhere(p["seed"])
+    tokenizer = load_tokenizer(start_model)
+    policy = load_model(start_model)
+    hands = rl_common.cycle_rows(rl_common.rl_rows(data_dir),
+                                 f"{p['seed']}:{rl_common.process_rank()}")
+
+    def reward_fn(texts, rows):
+        return rl_common.score_batch(texts, rows, p["reward"])
+
+    on_checkpoint, probe = None, None
+    if p["sft_loss_every"] > 0 and out_dir is not None:
+        probe = rl_common.SftLossTracker(data_dir, out_dir, p["sft_loss_rows"],
+                                         p["sft_loss_batch_size"])
+        if base_model is not None:
+            probe.reference(base_model, "base")
+        probe.measure(policy, tokenizer, "start", 0)
+
+        def on_checkpoint(step, model):
+            probe.measure(model, tokenizer, "policy", step)
+
+    summary = train_ppo(policy, tokenizer, hands, reward_fn, p, out_dir, on_checkpoint)
+    if probe is not None:
+        summary["sft_loss"] = {r["model"] if r["model"] != "policy" else "final": r["loss"]
+                               for r in probe.history}
+    return summary
+
+
+def run(spec: dict) -> None:
+    """Stage entry: inputs {"start_model": HF dir, "base_model": HF dir, "data": data dir}."""
+    params = {**DEFAULT_PARAMS, **spec.get("params", {})}
+    inputs = spec["inputs"]
+    rl_common.with_artifact(spec, lambda out: train_from_dirs(
+        inputs["start_model"], inputs["data"], params, out, inputs.get("base_model")))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    rl_common.run_stage(run, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,419 @@
+"""PPO pieces against hand-computed cases, and a micro run that learns a toy task."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from sftrl.train import ppo, rl_common
+
+WORDS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "go", "a", "b", "c", "d", "e", "f", "g", "h"]
+TOY_ROWS = [{"prompt": "go " + " ".join("bcdefgh"[:k])} for k in range(1, 6)]
+
+
+def toy_policy(seed: int = 0, hidden: int = 32):
+    """A tiny random Llama and a word-level tokenizer over WORDS (BOS prepended)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(WORDS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A", special_tokens=[("[BOS]", 2)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        clean_up_tokenization_spaces=False,
+    )
+    config = LlamaConfig(
+        vocab_size=len(WORDS),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval(), tok
+
+
+def first_word_is_a(texts, rows):
+    """Toy reward: 1 when the answer starts with 'a' (a random policy: ~1/13)."""
+    rewards = [1.0 if t.split()[:1] == ["a"] else 0.0 for t in texts]
+    return rewards, [r > 0 for r in rewards]
+
+
+def tiny_game_setup(root, n_rl: int = 8, n_sft: int = 16):
+    """A data dir (rl_prompts, sft_train, sft_heldout under the ID rule) and a tiny random
+    base model dir built with the project's tokenizer and model code."""
+    import pandas as pd
+
+    from sftrl.game import RULES, card_values, render_completion, render_prompt, sample_hand, solve
+    from sftrl.modeling import build_tiny_model, build_tokenizer, save_model
+
+    rule, rng = RULES["id"], random.Random(0)
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            cards = list(sample_hand(rng, rule))
+            formula = solve(list(card_values(cards, rule)), rule.target)
+            out.append(
+                {
+                    "prompt": render_prompt(cards, rule),
+                    "cards": cards,
+                    "rule": rule.to_json(),
+                    "completion": render_completion(cards, rule, formula),
+                }
+            )
+        return out
+
+    data = root / "data"
+    data.mkdir()
+    splits = {"rl_prompts": rows(n_rl), "sft_train": rows(n_sft), "sft_heldout": rows(4)}
+    for name, split in splits.items():
+        pd.DataFrame(split).to_parquet(data / f"{name}.parquet")
+    texts = [r["prompt"] + " " + r["completion"] for split in splits.values() for r in split]
+    tok = build_tokenizer(texts)
+    model = build_tiny_model(tok, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    save_model(model, tok, root / "base")
+    return data, root / "base", splits
+
+
+def stage_spec(root, stage: str, params: dict, inputs: dict) -> dict:
+    from sftrl.store import artifact_id
+
+    parents = {"start": "0" * 16}
+    return {
+        "stage": stage,
+        "id": artifact_id(stage, params, parents),
+        "params": params,
+        "parents": parents,
+        "inputs": {k: str(v) for k, v in inputs.items()},
+        "root": str(root / "results"),
+    }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+MICRO = dict(
+    steps=12,
+    rollout_batch_size=16,
+    minibatch_size=8,
+    micro_batch_size=4,
+    lr=3e-3,
+    temperature=1.0,
+    max_new_tokens=4,
+    warmup_ratio=0.0,
+    save_every=0,
+    sft_loss_every=0,
+)
+
+
+# ----------------------------------------------------------------------------- GAE
+
+
+def test_gae_matches_hand_computation():
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7], [0.1, 0.2, 9.9]])  # 9.9 sits on padding
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    adv, ret = ppo.gae(rewards, values, mask, gamma=0.9, lam=0.95)
+    # row 0: deltas 0.04, 0.03, 0.3; A2 = 0.3, A1 = 0.03 + 0.855 * 0.3, A0 = 0.04 + 0.855 * A1
+    a1 = 0.03 + 0.855 * 0.3
+    expected0 = [0.04 + 0.855 * a1, a1, 0.3]
+    # row 1: terminal after step 1: delta1 = 2 - 0.2, delta0 = 0.9 * 0.2 - 0.1
+    expected1 = [0.08 + 0.855 * 1.8, 1.8, 0.0]
+    assert torch.allclose(adv, torch.tensor([expected0, expected1]), atol=1e-6)
+    assert torch.allclose(ret[0], adv[0] + values[0])
+    assert ret[1, 2] == 0.0
+
+
+def test_gae_one_step_is_reward_minus_value():
+    adv, ret = ppo.gae(
+        torch.tensor([[5.0], [-1.0]]),
+        torch.tensor([[1.5], [0.5]]),
+        torch.ones(2, 1),
+        gamma=0.9,
+        lam=0.95,
+    )
+    assert torch.allclose(adv, torch.tensor([[3.5], [-1.5]]))
+    assert torch.allclose(ret, torch.tensor([[5.0], [-1.0]]))
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _grad_of_policy_loss(ratio: float, adv: float, clip: float = 0.1):
+    logp_new = torch.tensor([[math.log(ratio)]], requires_grad=True)
+    loss, clip_frac = ppo.policy_loss(
+        logp_new, torch.zeros(1, 1), torch.tensor([[adv]]), torch.ones(1, 1), clip
+    )
+    loss.backward()
+    return loss.item(), logp_new.grad.item(), clip_frac.item()
+
+
+@pytest.mark.parametrize(
+    "ratio,adv,loss,grad,clipped",
+    [
+        (1.5, 1.0, -1.1, 0.0, 1.0),  # good action, ratio above 1+clip: no further push
+        (0.5, 1.0, -0.5, -0.5, 0.0),  # good action made rarer: gradient raises its log-prob
+        (0.5, -1.0, 0.9, 0.0, 1.0),  # bad action, ratio below 1-clip: no further push
+        (1.5, -1.0, 1.5, 1.5, 0.0),  # bad action made likelier: gradient lowers its log-prob
+        (1.05, 1.0, -1.05, -1.05, 0.0),  # inside the trust region: plain surrogate
+    ],
+)
+def test_policy_loss_values_and_gradient_signs(ratio, adv, loss, grad, clipped):
+    got_loss, got_grad, got_clip = _grad_of_policy_loss(ratio, adv)
+    assert got_loss == pytest.approx(loss, abs=1e-6)
+    assert got_grad == pytest.approx(grad, abs=1e-6)
+    assert got_clip == clipped
+
+
+def test_policy_loss_ignores_masked_steps():
+    new = torch.tensor([[0.0, 5.0]])
+    loss, _ = ppo.policy_loss(new, torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([[1, 0]]), 0.1)
+    assert loss.item() == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize(
+    "v_new,loss,grad",
+    [
+        (0.5, 0.5 * 0.81, 0.0),  # moved 0.5 towards R=1 but clip 0.1: clipped term wins
+        (1.5, 0.5 * 0.81, 0.0),  # overshoot: the pessimistic clipped term wins
+        (0.05, 0.5 * 0.9025, -0.95),  # inside the clip range: plain squared error
+    ],
+)
+def test_value_loss_clipping(v_new, loss, grad):
+    v = torch.tensor([[v_new]], requires_grad=True)
+    got, _ = ppo.value_loss(v, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), 0.1)
+    got.backward()
+    assert got.item() == pytest.approx(loss, abs=1e-6)
+    assert v.grad.item() == pytest.approx(grad, abs=1e-6)
+
+
+def test_kl_k3_is_zero_at_equality_and_positive_otherwise():
+    logp = torch.tensor([-1.0, -2.0, -0.5])
+    assert torch.allclose(ppo.kl_k3(logp, logp), torch.zeros(3))
+    assert (ppo.kl_k3(logp, logp + torch.tensor([0.3, -0.3, 1.0])) > 0).all()
+
+
+def test_steps_and_rewards_by_granularity():
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -9.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    cmask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    seq_logp, seq_values, smask = ppo.to_steps(logp, values, cmask, "sequence")
+    assert torch.allclose(seq_logp, torch.tensor([[-6.0], [-1.0]]))
+    assert torch.allclose(seq_values, torch.tensor([[0.1], [0.4]])) and smask.shape == (2, 1)
+    r = torch.tensor([5.0, -1.0])
+    assert torch.allclose(ppo.step_rewards(r, cmask, "sequence"), r[:, None])
+    assert torch.allclose(
+        ppo.step_rewards(r, cmask, "token"), torch.tensor([[0.0, 0.0, 5.0], [0.0, -1.0, 0.0]])
+    )
+    with pytest.raises(ValueError):
+        ppo.to_steps(logp, values, cmask, "episode")
+
+
+def test_lr_schedule():
+    assert ppo.lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert ppo.lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert ppo.lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert ppo.lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
+    assert ppo.lr_factor(99, 100, 0, "constant") == 1.0
+
+
+# ----------------------------------------------------------------------------- critic placement
+
+
+def test_value_head_shape_and_zero_start():
+    head = ppo.ValueHead(32)
+    assert [m.out_features for m in head.net if hasattr(m, "out_features")] == [8, 4, 1]
+    assert head(torch.randn(3, 5, 32)).shape == (3, 5)
+    assert torch.count_nonzero(head(torch.randn(2, 32))) == 0
+
+
+def test_values_and_logps_under_left_padding_match_unpadded():
+    model, tok = toy_policy()
+    head = ppo.ValueHead(32)
+    torch.nn.init.normal_(head.net[-1].weight)
+    prompts = [tok("go b")["input_ids"], tok("go b c d e")["input_ids"]]
+    completion = [5, 6, 3]  # "a b [EOS]"
+    ids, mask = ppo.left_pad(prompts, tok.pad_token_id)
+    assert ids[0, -1] == prompts[0][-1] and mask[0, 0] == 0  # last prompt token at P-1
+    full = torch.cat([ids, torch.tensor([completion] * 2)], dim=1)
+    full_mask = torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        logp, _, values = ppo.token_stats(model, head, full, full_mask, ids.shape[1], 1.0)
+        for i, prompt in enumerate(prompts):
+            alone = torch.tensor([prompt + completion])
+            out = model(input_ids=alone, output_hidden_states=True)
+            hidden = out.hidden_states[-1][0]
+            n = len(prompt)
+            assert torch.allclose(values[i, 0], head(hidden[n - 1]), atol=1e-5)  # V(s0)
+            assert torch.allclose(values[i], head(hidden[n - 1 : -1]), atol=1e-5)
+            ref = torch.log_softmax(out.logits[0, n - 1 : -1], -1)
+            assert torch.allclose(
+                logp[i], ref[torch.arange(3), torch.tensor(completion)], atol=1e-5
+            )
+
+
+def test_cached_sampling_is_consistent_with_full_forward():
+    model, tok = toy_policy(seed=1)
+    roll = ppo.rollout(model, tok, TOY_ROWS, first_word_is_a, max_new_tokens=6, temperature=0.0)
+    with torch.no_grad():
+        logp, _, _ = ppo.token_stats(
+            model, None, roll.input_ids, roll.attention_mask, roll.n_prompt, 1.0
+        )
+        out = model(
+            input_ids=roll.input_ids,
+            attention_mask=roll.attention_mask,
+            position_ids=ppo.position_ids(roll.attention_mask),
+        )
+    greedy = out.logits[:, roll.n_prompt - 1 : -1].argmax(-1)
+    tokens = roll.input_ids[:, roll.n_prompt :]
+    cmask = roll.completion_mask.bool()
+    assert torch.equal(greedy[cmask], tokens[cmask])  # KV-cache loop == full forward
+    eos_seen = (tokens == tok.eos_token_id).long().cumsum(-1)
+    assert ((eos_seen - (tokens == tok.eos_token_id).long()) > 0)[cmask].sum() == 0
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+@pytest.mark.parametrize("granularity", ["sequence", "token"])
+def test_micro_ppo_raises_reward(granularity):
+    model, tok = toy_policy()
+    summary = ppo.train_ppo(
+        model,
+        tok,
+        rl_common.cycle_rows(TOY_ROWS, 0),
+        first_word_is_a,
+        {**MICRO, "granularity": granularity, "gamma": 1.0},
+    )
+    assert summary["reward_first"] < 0.2
+    assert summary["reward_last"] >= summary["reward_first"] + 0.25
+
+
+def test_train_ppo_writes_metrics_checkpoints_and_sft_loss(tmp_path):
+    import pandas as pd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame({"prompt": ["go b", "go c d"], "completion": ["a a", "a"]}).to_parquet(
+        data / "sft_heldout.parquet"
+    )
+    out = tmp_path / "run"
+    out.mkdir()
+    model, tok = toy_policy()
+    probe = rl_common.SftLossTracker(data, out, n_rows=2, batch_size=2)
+    probe.measure(model, tok, "start", 0)
+    params = {
+        **MICRO,
+        "steps": 3,
+        "save_every": 2,
+        "sft_loss_every": 2,
+        "kl_coef": 0.1,
+        "entropy_coef": 0.01,
+        "whiten_rewards": True,
+    }
+    ppo.train_ppo(
+        model,
+        tok,
+        rl_common.cycle_rows(TOY_ROWS, 0),
+        first_word_is_a,
+        params,
+        out,
+        lambda step, m: probe.measure(m, tok, "policy", step),
+    )
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+    for key in (
+        "reward",
+        "success",
+        "kl_start",
+        "entropy",
+        "value_loss",
+        "clip_frac",
+        "seconds_rollout",
+        "seconds_learn",
+    ):
+        assert all(r[key] is not None for r in lines), key
+    assert (out / "step-2" / "config.json").exists() and (out / "final" / "config.json").exists()
+    assert not (out / "step-3").exists() and (out / "value_head.safetensors").exists()
+    losses = [json.loads(x) for x in (out / "sft_loss.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["step"]) for r in losses] == [("start", 0), ("policy", 2), ("policy", 3)]
+    assert all(r["loss"] > 0 for r in losses)
+
+
+def test_hand_stream_is_seeded_and_covers_every_row():
+    rows = [{"prompt": str(i)} for i in range(7)]
+    a = rl_common.take(rl_common.cycle_rows(rows, 3), 14)
+    b = rl_common.take(rl_common.cycle_rows(rows, 3), 14)
+    assert a == b and sorted(r["prompt"] for r in a[:7]) == [str(i) for i in range(7)]
+    assert a != rl_common.take(rl_common.cycle_rows(rows, 4), 14)
+    assert rl_common.is_due(4, 2, 5) and rl_common.is_due(5, 2, 5) and not rl_common.is_due(3, 2, 5)
+
+
+def test_published_and_success_rewards_on_real_answers():
+    from sftrl.game import RULES, render_completion, solve
+
+    rule, cards = RULES["id"], ["K", "2", "Q", "2"]  # 10 2 10 2
+    good = render_completion(cards, rule, solve([10, 2, 10, 2], 24))
+    assert rl_common.score_answer(good, cards, rule.to_json()) == (5.0, True)
+    assert rl_common.score_answer(good, cards, rule.to_json(), "success") == (1.0, True)
+    bad_reward, bad_success = rl_common.score_answer("7 7 7", cards, rule.to_json())
+    assert bad_reward < 0 and not bad_success
+    assert rl_common.score_answer("7 7 7", cards, rule.to_json(), "success") == (0.0, False)
+    with pytest.raises(ValueError):
+        rl_common.score_answer(good, cards, rule.to_json(), "partial")
+
+
+def test_ppo_stage_writes_a_complete_artifact(tmp_path):
+    data, base, _ = tiny_game_setup(tmp_path)
+    params = {
+        **ppo.DEFAULT_PARAMS,
+        "steps": 2,
+        "rollout_batch_size": 4,
+        "minibatch_size": 2,
+        "micro_batch_size": 2,
+        "ppo_epochs": 1,
+        "max_new_tokens": 6,
+        "save_every": 1,
+        "sft_loss_every": 1,
+        "temperature": 1.0,
+    }
+    spec = stage_spec(
+        tmp_path, "rl", params, {"start_model": base, "base_model": base, "data": data}
+    )
+    ppo.main(["--spec", json.dumps(spec)])
+    art = tmp_path / "results" / "rl" / spec["id"]
+    assert (art / "manifest.json").exists() and (art / "step-1").is_dir()
+    assert (art / "final" / "model.safetensors").exists()
+    losses = [json.loads(x) for x in (art / "sft_loss.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["step"]) for r in losses] == [
+        ("base", None),
+        ("start", 0),
+        ("policy", 1),
+        ("policy", 2),
+    ]
+    assert losses[0]["loss"] == pytest.approx(losses[1]["loss"])  # start == base here
+    summary = json.loads((art / "manifest.json").read_text())["summary"]
+    assert summary["reward_kind"] == "published" and summary["steps"] == 2
