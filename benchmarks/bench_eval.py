@@ -50,14 +50,18 @@ def hf_generate(model, tokenizer, prompts, *, max_new_tokens, batch_size, use_ca
     eos = tokenizer.eos_token_id
     out_ids = []
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
+        chunk = prompts[start : start + batch_size]
         enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left")
         with torch.inference_mode():
             out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=use_cache,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                use_cache=use_cache,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos,
             )
-        for row in out[:, enc["input_ids"].shape[1]:].tolist():
+        for row in out[:, enc["input_ids"].shape[1] :].tolist():
             cut = row.index(eos) if eos in row else len(row)
             out_ids.append(row[:cut])
     return out_ids
@@ -86,9 +90,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     prompts, completions = make_prompts(args.prompts, args.seed)
     tokenizer = build_tokenizer(prompts + completions)
-    model = build_tiny_model(tokenizer, hidden_size=192, num_layers=4, num_heads=4,
-                             intermediate_size=512, max_position_embeddings=512,
-                             seed=args.seed).eval()
+    model = build_tiny_model(
+        tokenizer,
+        hidden_size=192,
+        num_layers=4,
+        num_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=512,
+        seed=args.seed,
+    ).eval()
     prompt_tokens = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     answer_tokens = [len(ids) - 1 for ids in tokenizer(completions)["input_ids"]]
 
@@ -96,33 +106,59 @@ def main() -> None:
     generate_token_ids(model, tokenizer, prompts[:4], max_new_tokens=4, batch_size=4)
 
     def run_ours(subset):
-        ids = generate_token_ids(model, tokenizer, subset, max_new_tokens=args.max_new_tokens,
-                                 batch_size=args.batch_size)
+        ids = generate_token_ids(
+            model, tokenizer, subset, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        )
         return [per[0] for per in ids]
 
     results = {}
     ours, seconds = timed(lambda: run_ours(prompts))
-    results["ours"] = {"prompts": len(prompts), "seconds": seconds,
-                       "tokens": sum(map(len, ours))}
-    hf_cache, seconds = timed(lambda: hf_generate(
-        model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, use_cache=True))
-    results["hf_batched_cache"] = {"prompts": len(prompts), "seconds": seconds,
-                                   "tokens": sum(map(len, hf_cache))}
-    subset = prompts[:args.baseline_prompts]
-    naive, seconds = timed(lambda: hf_generate(
-        model, tokenizer, subset, max_new_tokens=args.max_new_tokens, batch_size=1,
-        use_cache=False))
-    results["per_sample_no_cache"] = {"prompts": len(subset), "seconds": seconds,
-                                      "tokens": sum(map(len, naive))}
+    results["ours"] = {"prompts": len(prompts), "seconds": seconds, "tokens": sum(map(len, ours))}
+    hf_cache, seconds = timed(
+        lambda: hf_generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            use_cache=True,
+        )
+    )
+    results["hf_batched_cache"] = {
+        "prompts": len(prompts),
+        "seconds": seconds,
+        "tokens": sum(map(len, hf_cache)),
+    }
+    subset = prompts[: args.baseline_prompts]
+    naive, seconds = timed(
+        lambda: hf_generate(
+            model,
+            tokenizer,
+            subset,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=1,
+            use_cache=False,
+        )
+    )
+    results["per_sample_no_cache"] = {
+        "prompts": len(subset),
+        "seconds": seconds,
+        "tokens": sum(map(len, naive)),
+    }
     for r in results.values():
         r["tokens_per_s"] = r["tokens"] / r["seconds"]
 
     k = len(subset)
     report = {
         "benchmark": "bench_eval",
-        "model": {"hidden": 192, "layers": 4, "heads": 4, "mlp": 512,
-                  "vocab": len(tokenizer), "parameters": count_parameters(model)},
+        "model": {
+            "hidden": 192,
+            "layers": 4,
+            "heads": 4,
+            "mlp": 512,
+            "vocab": len(tokenizer),
+            "parameters": count_parameters(model),
+        },
         "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens),
         "answer_tokens_mean (solver answers, + EOS)": sum(answer_tokens) / len(answer_tokens) + 1,
         "max_new_tokens": args.max_new_tokens,

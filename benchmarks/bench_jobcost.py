@@ -24,16 +24,16 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+AUTO = "from transformers import AutoModelForCausalLM, AutoTokenizer"
 STATEMENTS = {
     "pass": "pass",
     "import torch": "import torch",
     "import transformers (lazy)": "import transformers",
-    "from transformers import AutoModelForCausalLM, AutoTokenizer":
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+    AUTO: AUTO,
     "import sftrl.evaluate": "import sftrl.evaluate",
-    "eval job imports (sftrl.evaluate + modeling + transformers Auto*)":
-        "import sftrl.evaluate, sftrl.modeling; "
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+    "eval job imports (sftrl.evaluate + modeling + transformers Auto*)": (
+        f"import sftrl.evaluate, sftrl.modeling; {AUTO}"
+    ),
     "import trl (lazy)": "import trl",
     "from trl import GRPOTrainer, SFTTrainer": "from trl import GRPOTrainer, SFTTrainer",
 }
@@ -57,8 +57,9 @@ def heavy_imports_of(module: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
-                        help=f"a subset of: {list(STATEMENTS)}")
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="LABEL", help=f"a subset of: {list(STATEMENTS)}"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_jobcost.json")
     args = parser.parse_args()
 

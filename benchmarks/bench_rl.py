@@ -38,8 +38,14 @@ def make_rows(count: int, seed: int) -> list[dict]:
     for _ in range(count):
         cards = list(sample_hand(rng, rule))
         formula = solve(list(card_values(cards, rule)), rule.target)
-        rows.append({"prompt": render_prompt(cards, rule), "cards": cards,
-                     "rule": rule.to_json(), "completion": render_completion(cards, rule, formula)})
+        rows.append(
+            {
+                "prompt": render_prompt(cards, rule),
+                "cards": cards,
+                "rule": rule.to_json(),
+                "completion": render_completion(cards, rule, formula),
+            }
+        )
     return rows
 
 
@@ -73,37 +79,67 @@ def main() -> None:
         return rl_common.score_batch(texts, batch, "published")
 
     result = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                    "loadavg_start": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+        },
         "model": {"hidden": 192, "layers": 4, "heads": 4, "mlp": 512, "vocab": len(tokenizer)},
-        "prompt_tokens_mean": round(prompt_tokens, 1), "new_tokens": args.new_tokens,
+        "prompt_tokens_mean": round(prompt_tokens, 1),
+        "new_tokens": args.new_tokens,
     }
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_model(tokenizer)
         result["model"]["parameters"] = count_parameters(model)
-        ppo_params = {"steps": args.steps, "rollout_batch_size": 64, "minibatch_size": 16,
-                      "micro_batch_size": 16, "ppo_epochs": 4, "temperature": 1.0,
-                      "max_new_tokens": args.new_tokens, "save_every": 0, "sft_loss_every": 0}
+        ppo_params = {
+            "steps": args.steps,
+            "rollout_batch_size": 64,
+            "minibatch_size": 16,
+            "micro_batch_size": 16,
+            "ppo_epochs": 4,
+            "temperature": 1.0,
+            "max_new_tokens": args.new_tokens,
+            "save_every": 0,
+            "sft_loss_every": 0,
+        }
         (Path(tmp) / "ppo_out").mkdir()
         t0 = time.perf_counter()
-        ppo.train_ppo(model, tokenizer, rl_common.cycle_rows(rows, 0), reward_fn, ppo_params,
-                      Path(tmp) / "ppo_out")
-        result["ppo"] = {"params": ppo_params, "optimizer_steps_per_step": 16,
-                         **per_step(Path(tmp) / "ppo_out" / "metrics.jsonl"),
-                         "wall_seconds": round(time.perf_counter() - t0, 2)}
+        ppo.train_ppo(
+            model,
+            tokenizer,
+            rl_common.cycle_rows(rows, 0),
+            reward_fn,
+            ppo_params,
+            Path(tmp) / "ppo_out",
+        )
+        result["ppo"] = {
+            "params": ppo_params,
+            "optimizer_steps_per_step": 16,
+            **per_step(Path(tmp) / "ppo_out" / "metrics.jsonl"),
+            "wall_seconds": round(time.perf_counter() - t0, 2),
+        }
 
         model = build_tiny_model(tokenizer)
-        grpo_params = {"steps": args.steps, "num_generations": 8,
-                       "per_device_train_batch_size": 64, "temperature": 1.0,
-                       "max_completion_length": args.new_tokens, "save_every": 0,
-                       "sft_loss_every": 0}
+        grpo_params = {
+            "steps": args.steps,
+            "num_generations": 8,
+            "per_device_train_batch_size": 64,
+            "temperature": 1.0,
+            "max_completion_length": args.new_tokens,
+            "save_every": 0,
+            "sft_loss_every": 0,
+        }
         (Path(tmp) / "grpo_out").mkdir()
         t0 = time.perf_counter()
         grpo.train_grpo(model, tokenizer, rows, reward_fn, grpo_params, Path(tmp) / "grpo_out")
-        result["grpo"] = {"params": grpo_params, "optimizer_steps_per_step": 1,
-                          **per_step(Path(tmp) / "grpo_out" / "metrics.jsonl"),
-                          "wall_seconds": round(time.perf_counter() - t0, 2)}
+        result["grpo"] = {
+            "params": grpo_params,
+            "optimizer_steps_per_step": 1,
+            **per_step(Path(tmp) / "grpo_out" / "metrics.jsonl"),
+            "wall_seconds": round(time.perf_counter() - t0, 2),
+        }
     result["machine"]["loadavg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

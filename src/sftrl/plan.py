@@ -19,7 +19,6 @@ from typing import Any
 
 from sftrl.store import artifact_id, code_fingerprint
 
-
 # The paper's figures, one rule each: results/figures/<name>.pdf
 FIGURES = ("recovery", "sft_dynamics", "rl_curves", "spectrum", "angles", "surgery", "coupling")
 # Stages whose metrics the tables stage collects for figures and the summary.
@@ -329,8 +328,7 @@ class Plan:
             {f"{a.stage}/{a.id}": a.id for a in measured},
             {
                 "artifacts": [
-                    {"stage": a.stage, "id": a.id, "dir": a.dir, "label": a.label}
-                    for a in measured
+                    {"stage": a.stage, "id": a.id, "dir": a.dir, "label": a.label} for a in measured
                 ],
                 "base_eval": self.evals[self.base.key].dir,
             },

@@ -24,24 +24,24 @@ import torch
 from sftrl.train import rl_common
 
 DEFAULT_PARAMS: dict = {
-    "algorithm": "grpo",               # "grpo" | "rloo" (same interface in TRL)
-    "steps": 100,                      # optimizer steps
-    "num_generations": 8,              # answers per hand (the group)
+    "algorithm": "grpo",  # "grpo" | "rloo" (same interface in TRL)
+    "steps": 100,  # optimizer steps
+    "num_generations": 8,  # answers per hand (the group)
     "per_device_train_batch_size": 64,  # completions per step per device
     "grad_accum": 1,
-    "lr": 2e-5,                        # 1e-4 wrecked greedy ID success at tiny scale
-    "lr_schedule": "constant",         # any transformers scheduler name
+    "lr": 2e-5,  # 1e-4 wrecked greedy ID success at tiny scale
+    "lr_schedule": "constant",  # any transformers scheduler name
     "warmup_ratio": 0.0,
     "weight_decay": 0.0,
     "max_grad_norm": 1.0,
-    "beta": 0.0,                       # KL coefficient (0: no reference model)
-    "clip": 0.2,                       # epsilon of the clipped ratio
-    "num_iterations": 1,               # optimisation passes per generation batch
-    "loss_type": "dapo",               # GRPO only (TRL default)
-    "scale_rewards": "group",          # GRPO only: "group" | "batch" | "none"
-    "temperature": 0.5,                # 1.0 hurt greedy ID at tiny scale; PPO uses 0.2
-    "max_completion_length": 56,       # SFT answers are ~41 tokens with EOS
-    "reward": "published",             # "published" | "success"
+    "beta": 0.0,  # KL coefficient (0: no reference model)
+    "clip": 0.2,  # epsilon of the clipped ratio
+    "num_iterations": 1,  # optimisation passes per generation batch
+    "loss_type": "dapo",  # GRPO only (TRL default)
+    "scale_rewards": "group",  # GRPO only: "group" | "batch" | "none"
+    "temperature": 0.5,  # 1.0 hurt greedy ID at tiny scale; PPO uses 0.2
+    "max_completion_length": 56,  # SFT answers are ~41 tokens with EOS
+    "reward": "published",  # "published" | "success"
     "save_every": 25,
     "sft_loss_every": 25,
     "sft_loss_rows": 256,
@@ -53,8 +53,10 @@ DEFAULT_PARAMS: dict = {
 def prompts_per_step(p: dict, world_size: int = 1) -> int:
     completions = p["per_device_train_batch_size"] * p["grad_accum"] * world_size
     if completions % p["num_generations"]:
-        raise ValueError("per_device_train_batch_size * grad_accum * world size must be a "
-                         "multiple of num_generations")
+        raise ValueError(
+            "per_device_train_batch_size * grad_accum * world size must be a "
+            "multiple of num_generations"
+        )
     return completions // p["num_generations"]
 
 
@@ -76,17 +78,34 @@ def _config(p: dict, scratch: str):
     from trl import GRPOConfig, RLOOConfig
 
     common = dict(
-        output_dir=scratch, max_steps=p["steps"],
+        output_dir=scratch,
+        max_steps=p["steps"],
         per_device_train_batch_size=p["per_device_train_batch_size"],
-        gradient_accumulation_steps=p["grad_accum"], num_generations=p["num_generations"],
-        learning_rate=p["lr"], lr_scheduler_type=p["lr_schedule"],
-        warmup_steps=p["warmup_ratio"], weight_decay=p["weight_decay"],
-        max_grad_norm=p["max_grad_norm"], beta=p["beta"], epsilon=p["clip"],
-        num_iterations=p["num_iterations"], temperature=p["temperature"], top_k=0, top_p=1.0,
-        max_completion_length=p["max_completion_length"], seed=p["seed"], data_seed=p["seed"],
-        full_determinism=True, shuffle_dataset=False, bf16=False,
-        use_cpu=not torch.cuda.is_available(), activation_checkpointing=False,
-        save_strategy="no", logging_steps=1, report_to=[], disable_tqdm=True,
+        gradient_accumulation_steps=p["grad_accum"],
+        num_generations=p["num_generations"],
+        learning_rate=p["lr"],
+        lr_scheduler_type=p["lr_schedule"],
+        warmup_steps=p["warmup_ratio"],
+        weight_decay=p["weight_decay"],
+        max_grad_norm=p["max_grad_norm"],
+        beta=p["beta"],
+        epsilon=p["clip"],
+        num_iterations=p["num_iterations"],
+        temperature=p["temperature"],
+        top_k=0,
+        top_p=1.0,
+        max_completion_length=p["max_completion_length"],
+        seed=p["seed"],
+        data_seed=p["seed"],
+        full_determinism=True,
+        shuffle_dataset=False,
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=False,
+        save_strategy="no",
+        logging_steps=1,
+        report_to=[],
+        disable_tqdm=True,
     )
     if p["algorithm"] == "grpo":
         return GRPOConfig(loss_type=p["loss_type"], scale_rewards=p["scale_rewards"], **common)
@@ -111,18 +130,25 @@ def _callback(tokenizer, out: Path | None, p: dict, on_checkpoint, timer: dict):
                 return
             if rl_common.is_due(step, p["save_every"], last) and step != last:
                 rl_common.save_policy(model, tokenizer, out, step)
-            if on_checkpoint is not None and p["sft_loss_every"] > 0 and \
-                    rl_common.is_due(step, p["sft_loss_every"], last):
+            if (
+                on_checkpoint is not None
+                and p["sft_loss_every"] > 0
+                and rl_common.is_due(step, p["sft_loss_every"], last)
+            ):
                 on_checkpoint(step, model)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "loss" not in logs:
                 return  # the end-of-training summary has no "loss"
             rollout = timer.get("generate", 0.0)
-            record = {"step": state.global_step, "reward_kind": p["reward"],
-                      "algorithm": p["algorithm"], **logs,
-                      "seconds_rollout": round(rollout, 4),
-                      "seconds_learn": round(timer.get("step_seconds", 0.0) - rollout, 4)}
+            record = {
+                "step": state.global_step,
+                "reward_kind": p["reward"],
+                "algorithm": p["algorithm"],
+                **logs,
+                "seconds_rollout": round(rollout, 4),
+                "seconds_learn": round(timer.get("step_seconds", 0.0) - rollout, 4),
+            }
             timer["history"].append(record)
             rl_common.append_jsonl(out / "metrics.jsonl" if out else None, record)
 
@@ -145,9 +171,15 @@ def _time_generation(trainer, timer: dict) -> None:
     trainer._generate = timed
 
 
-def train_grpo(model, tokenizer, rows: Sequence[dict], reward_fn: Callable, params: dict,
-               out_dir: str | Path | None = None,
-               on_checkpoint: Callable[[int, object], None] | None = None) -> dict:
+def train_grpo(
+    model,
+    tokenizer,
+    rows: Sequence[dict],
+    reward_fn: Callable,
+    params: dict,
+    out_dir: str | Path | None = None,
+    on_checkpoint: Callable[[int, object], None] | None = None,
+) -> dict:
     """Train `model` with GRPO/RLOO on `rows` (dicts with 'prompt' and the reward's columns),
     `reward_fn(completions, rows) -> (rewards, successes)`. Returns a summary dict."""
     from datasets import Dataset
@@ -166,9 +198,13 @@ def train_grpo(model, tokenizer, rows: Sequence[dict], reward_fn: Callable, para
     trainer_cls = GRPOTrainer if p["algorithm"] == "grpo" else RLOOTrainer
     with tempfile.TemporaryDirectory(prefix="sftrl-grpo-") as scratch:
         trainer = trainer_cls(
-            model=model, reward_funcs=[make_reward_func(reward_fn, columns)],
-            args=_config(p, scratch), train_dataset=dataset, processing_class=tokenizer,
-            callbacks=[_callback(tokenizer, out, p, on_checkpoint, timer)])
+            model=model,
+            reward_funcs=[make_reward_func(reward_fn, columns)],
+            args=_config(p, scratch),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[_callback(tokenizer, out, p, on_checkpoint, timer)],
+        )
         trainer.remove_callback(PrinterCallback)  # metrics.jsonl holds every log line
         _time_generation(trainer, timer)
         trainer.train()
@@ -184,8 +220,11 @@ def _summary(history: list[dict], p: dict) -> dict:
 
     k = max(1, len(history) // 10)
     return {
-        "algorithm": p["algorithm"], "reward_kind": p["reward"], "steps": len(history),
-        "reward_first": mean("reward", history[:k]), "reward_last": mean("reward", history[-k:]),
+        "algorithm": p["algorithm"],
+        "reward_kind": p["reward"],
+        "steps": len(history),
+        "reward_first": mean("reward", history[:k]),
+        "reward_last": mean("reward", history[-k:]),
         "success_last": mean("success", history[-k:]),
         "seconds_rollout": round(sum(h["seconds_rollout"] for h in history), 2),
         "seconds_learn": round(sum(h["seconds_learn"] for h in history), 2),
@@ -195,8 +234,13 @@ def _summary(history: list[dict], p: dict) -> dict:
 # ----------------------------------------------------------------------------- stage
 
 
-def train_from_dirs(start_model: str | Path, data_dir: str | Path, params: dict,
-                    out_dir: Path | None, base_model: str | Path | None = None) -> dict:
+def train_from_dirs(
+    start_model: str | Path,
+    data_dir: str | Path,
+    params: dict,
+    out_dir: Path | None,
+    base_model: str | Path | None = None,
+) -> dict:
     """Load the start checkpoint and the RL hands, attach the SFT-loss probe, train."""
     from sftrl.modeling import load_model, load_tokenizer, set_seed_everywhere
 
@@ -210,8 +254,9 @@ def train_from_dirs(start_model: str | Path, data_dir: str | Path, params: dict,
 
     on_checkpoint, probe = None, None
     if p["sft_loss_every"] > 0 and out_dir is not None:
-        probe = rl_common.SftLossTracker(data_dir, out_dir, p["sft_loss_rows"],
-                                         p["sft_loss_batch_size"])
+        probe = rl_common.SftLossTracker(
+            data_dir, out_dir, p["sft_loss_rows"], p["sft_loss_batch_size"]
+        )
         if base_model is not None:
             probe.reference(base_model, "base")
         probe.measure(model, tokenizer, "start", 0)
@@ -219,11 +264,13 @@ def train_from_dirs(start_model: str | Path, data_dir: str | Path, params: dict,
         def on_checkpoint(step, m):
             probe.measure(m, tokenizer, "policy", step)
 
-    summary = train_grpo(model, tokenizer, rl_common.rl_rows(data_dir), reward_fn, p, out_dir,
-                         on_checkpoint)
+    summary = train_grpo(
+        model, tokenizer, rl_common.rl_rows(data_dir), reward_fn, p, out_dir, on_checkpoint
+    )
     if probe is not None:
-        summary["sft_loss"] = {r["model"] if r["model"] != "policy" else "final": r["loss"]
-                               for r in probe.history}
+        summary["sft_loss"] = {
+            r["model"] if r["model"] != "policy" else "final": r["loss"] for r in probe.history
+        }
     return summary
 
 
@@ -231,8 +278,12 @@ def run(spec: dict) -> None:
     """Stage entry: inputs {"start_model": HF dir, "base_model": HF dir, "data": data dir}."""
     params = {**DEFAULT_PARAMS, **spec.get("params", {})}
     inputs = spec["inputs"]
-    rl_common.with_artifact(spec, lambda out: train_from_dirs(
-        inputs["start_model"], inputs["data"], params, out, inputs.get("base_model")))
+    rl_common.with_artifact(
+        spec,
+        lambda out: train_from_dirs(
+            inputs["start_model"], inputs["data"], params, out, inputs.get("base_model")
+        ),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

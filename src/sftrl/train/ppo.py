@@ -37,33 +37,33 @@ from torch import nn
 from sftrl.train import rl_common
 
 DEFAULT_PARAMS: dict = {
-    "steps": 100,                 # PPO iterations (one rollout batch + its learning epochs)
-    "rollout_batch_size": 64,     # hands (episodes) per step
-    "minibatch_size": 16,         # episodes per optimizer step
-    "micro_batch_size": 16,       # episodes per forward pass (gradient accumulation)
+    "steps": 100,  # PPO iterations (one rollout batch + its learning epochs)
+    "rollout_batch_size": 64,  # hands (episodes) per step
+    "minibatch_size": 16,  # episodes per optimizer step
+    "micro_batch_size": 16,  # episodes per forward pass (gradient accumulation)
     "ppo_epochs": 4,
-    "granularity": "sequence",    # "sequence" (paper) | "token"
+    "granularity": "sequence",  # "sequence" (paper) | "token"
     "gamma": 0.9,
     "lam": 0.95,
-    "clip": 0.1,                  # policy ratio clip
-    "value_clip": 0.1,            # value clip (paper: same 0.1)
+    "clip": 0.1,  # policy ratio clip
+    "value_clip": 0.1,  # value clip (paper: same 0.1)
     "vf_coef": 0.5,
-    "kl_coef": 0.0,               # KL-to-start penalty (paper: none)
-    "entropy_coef": 0.0,          # entropy bonus (paper: none)
-    "track_kl": True,             # keep a frozen start copy to measure KL even without penalty
-    "lr": 2e-5,                   # paper: 1e-6 at 7-11B; tiny models need more
-    "value_lr": None,             # None = lr
-    "lr_schedule": "cosine",      # "cosine" | "constant"
+    "kl_coef": 0.0,  # KL-to-start penalty (paper: none)
+    "entropy_coef": 0.0,  # entropy bonus (paper: none)
+    "track_kl": True,  # keep a frozen start copy to measure KL even without penalty
+    "lr": 2e-5,  # paper: 1e-6 at 7-11B; tiny models need more
+    "value_lr": None,  # None = lr
+    "lr_schedule": "cosine",  # "cosine" | "constant"
     "warmup_ratio": 0.03,
     "weight_decay": 0.0,
-    "max_grad_norm": 1.0,         # paper: 0.01
-    "temperature": 0.2,           # rollout temperature (paper)
-    "max_new_tokens": 56,         # SFT answers are ~41 tokens with EOS
-    "reward": "published",        # "published" | "success"
-    "whiten_rewards": False,      # standardise rewards over the rollout batch
+    "max_grad_norm": 1.0,  # paper: 0.01
+    "temperature": 0.2,  # rollout temperature (paper)
+    "max_new_tokens": 56,  # SFT answers are ~41 tokens with EOS
+    "reward": "published",  # "published" | "success"
+    "whiten_rewards": False,  # standardise rewards over the rollout batch
     "whiten_advantages": True,
-    "save_every": 25,             # step-<k>/ every K steps (and final/)
-    "sft_loss_every": 25,         # SFT-loss probe every K steps (0: off)
+    "save_every": 25,  # step-<k>/ every K steps (and final/)
+    "sft_loss_every": 25,  # SFT-loss probe every K steps (0: off)
     "sft_loss_rows": 256,
     "sft_loss_batch_size": 64,
     "seed": 0,
@@ -79,8 +79,9 @@ class ValueHead(nn.Module):
     def __init__(self, hidden_size: int):
         super().__init__()
         h4, h8 = max(1, hidden_size // 4), max(1, hidden_size // 8)
-        self.net = nn.Sequential(nn.Linear(hidden_size, h4), nn.ReLU(), nn.Linear(h4, h8),
-                                 nn.ReLU(), nn.Linear(h8, 1))
+        self.net = nn.Sequential(
+            nn.Linear(hidden_size, h4), nn.ReLU(), nn.Linear(h4, h8), nn.ReLU(), nn.Linear(h8, 1)
+        )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
@@ -96,26 +97,30 @@ class ActorCritic(nn.Module):
         self.policy, self.value_head = policy, value_head
 
     def forward(self, input_ids, attention_mask, n_prompt: int, temperature: float):
-        return token_stats(self.policy, self.value_head, input_ids, attention_mask, n_prompt,
-                           temperature)
+        return token_stats(
+            self.policy, self.value_head, input_ids, attention_mask, n_prompt, temperature
+        )
 
 
-def token_stats(policy, value_head, input_ids, attention_mask, n_prompt: int,
-                temperature: float):
+def token_stats(policy, value_head, input_ids, attention_mask, n_prompt: int, temperature: float):
     """Per completion token t: log-prob of token t, entropy, and V(state before t) (None
     without a value head). Position P-1+t holds the state that predicts token t, so t = 0 is
     the last prompt token (always at P-1: prompts are left-padded)."""
     n_completion = input_ids.shape[1] - n_prompt
-    out = policy(input_ids=input_ids, attention_mask=attention_mask,
-                 position_ids=position_ids(attention_mask),
-                 output_hidden_states=value_head is not None, logits_to_keep=n_completion + 1)
-    logits = out.logits[:, :-1].float() / temperature                 # positions P-1 .. P+T-2
+    out = policy(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        output_hidden_states=value_head is not None,
+        logits_to_keep=n_completion + 1,
+    )
+    logits = out.logits[:, :-1].float() / temperature  # positions P-1 .. P+T-2
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, input_ids[:, n_prompt:].unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     values = None
     if value_head is not None:
-        values = value_head(out.hidden_states[-1][:, n_prompt - 1:-1])  # same positions
+        values = value_head(out.hidden_states[-1][:, n_prompt - 1 : -1])  # same positions
     return logp, entropy, values
 
 
@@ -137,8 +142,9 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tens
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
-        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over [B, T] steps (right-padded; mask 1 on real steps).
     The step after the last real one is terminal (value 0). Returns (advantages, returns)."""
     mask = mask.float()
@@ -217,13 +223,13 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 @dataclass
 class Rollout:
-    input_ids: torch.Tensor        # [B, P+T]: left-padded prompt, right-padded completion
-    attention_mask: torch.Tensor   # [B, P+T]: prompt tokens and completion up to EOS
+    input_ids: torch.Tensor  # [B, P+T]: left-padded prompt, right-padded completion
+    attention_mask: torch.Tensor  # [B, P+T]: prompt tokens and completion up to EOS
     completion_mask: torch.Tensor  # [B, T]: 1 up to and including the first EOS
     n_prompt: int
     texts: list[str]
-    rewards: torch.Tensor          # [B]
-    successes: torch.Tensor        # [B] bool
+    rewards: torch.Tensor  # [B]
+    successes: torch.Tensor  # [B] bool
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int):
@@ -232,19 +238,32 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int):
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for i, seq in enumerate(sequences):
-        ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[i, width - len(seq):] = 1
+        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[i, width - len(seq) :] = 1
     return ids, mask
 
 
 @torch.no_grad()
-def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, eos_id: int, pad_id: int,
-           max_new_tokens: int, temperature: float, generator: torch.Generator | None = None):
+def sample(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    temperature: float,
+    generator: torch.Generator | None = None,
+):
     """Sample completions token by token with the KV cache (temperature 0: greedy).
     Returns (tokens [B, T], completion_mask [B, T]); tokens after EOS are `pad_id`."""
     mask, pos = prompt_mask, position_ids(prompt_mask)
-    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                logits_to_keep=1)
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=mask,
+        position_ids=pos,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
     tokens = []
     for _ in range(max_new_tokens):
@@ -261,8 +280,13 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, eos_id: i
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = pos[:, -1:] + 1
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos,
-                    past_key_values=out.past_key_values, use_cache=True)
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
     tokens = torch.stack(tokens, dim=1)
     is_eos = (tokens == eos_id).long()
     completion_mask = ((is_eos.cumsum(-1) - is_eos) == 0).long()  # up to the first EOS
@@ -272,19 +296,36 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, eos_id: i
 RewardFn = Callable[[list[str], list[dict]], tuple[list[float], list[bool]]]
 
 
-def rollout(model, tokenizer, rows: Sequence[dict], reward_fn: RewardFn, max_new_tokens: int,
-            temperature: float, generator: torch.Generator | None = None) -> Rollout:
+def rollout(
+    model,
+    tokenizer,
+    rows: Sequence[dict],
+    reward_fn: RewardFn,
+    max_new_tokens: int,
+    temperature: float,
+    generator: torch.Generator | None = None,
+) -> Rollout:
     """Answer every row's prompt once and score the answers (`reward_fn(texts, rows)`)."""
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
-        tokenizer.eos_token_id
-    prompt_ids, prompt_mask = left_pad([tokenizer(r["prompt"])["input_ids"] for r in rows],
-                                       pad_id)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    prompt_ids, prompt_mask = left_pad([tokenizer(r["prompt"])["input_ids"] for r in rows], pad_id)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    tokens, completion_mask = sample(model, prompt_ids, prompt_mask, tokenizer.eos_token_id,
-                                     pad_id, max_new_tokens, temperature, generator)
-    texts = [tokenizer.decode(t[m.bool()].tolist(), skip_special_tokens=True)
-             for t, m in zip(tokens.cpu(), completion_mask.cpu(), strict=True)]
+    tokens, completion_mask = sample(
+        model,
+        prompt_ids,
+        prompt_mask,
+        tokenizer.eos_token_id,
+        pad_id,
+        max_new_tokens,
+        temperature,
+        generator,
+    )
+    texts = [
+        tokenizer.decode(t[m.bool()].tolist(), skip_special_tokens=True)
+        for t, m in zip(tokens.cpu(), completion_mask.cpu(), strict=True)
+    ]
     rewards, successes = reward_fn(texts, list(rows))
     return Rollout(
         input_ids=torch.cat([prompt_ids, tokens], dim=1),
@@ -305,13 +346,20 @@ def make_experience(actor_critic, roll: Rollout, p: dict, ref_policy=None) -> di
     """Old log-probs and values, advantages and returns (plus KL/entropy of the rollout).
     Forward passes run in chunks of `micro_batch_size` episodes."""
     size = p["micro_batch_size"]
-    chunks = [(roll.input_ids[i:i + size], roll.attention_mask[i:i + size], roll.n_prompt,
-               p["temperature"]) for i in range(0, roll.input_ids.shape[0], size)]
-    logp, entropy, values = (torch.cat(parts) for parts in
-                             zip(*(actor_critic(*c) for c in chunks), strict=True))
+    chunks = [
+        (
+            roll.input_ids[i : i + size],
+            roll.attention_mask[i : i + size],
+            roll.n_prompt,
+            p["temperature"],
+        )
+        for i in range(0, roll.input_ids.shape[0], size)
+    ]
+    logp, entropy, values = (
+        torch.cat(parts) for parts in zip(*(actor_critic(*c) for c in chunks), strict=True)
+    )
     cmask = roll.completion_mask.float()
-    exp = {"logp_token": logp, "cmask": cmask,
-           "entropy": masked_mean(entropy, cmask).item()}
+    exp = {"logp_token": logp, "cmask": cmask, "entropy": masked_mean(entropy, cmask).item()}
     if ref_policy is not None:
         ref_logp = torch.cat([token_stats(ref_policy, None, *c)[0] for c in chunks])
         exp["ref_logp"] = ref_logp
@@ -328,8 +376,16 @@ def make_experience(actor_critic, roll: Rollout, p: dict, ref_policy=None) -> di
     return exp
 
 
-def ppo_update(actor_critic, optimizer, scheduler, roll: Rollout, exp: dict, p: dict,
-               accelerator=None, step: int = 0) -> dict:
+def ppo_update(
+    actor_critic,
+    optimizer,
+    scheduler,
+    roll: Rollout,
+    exp: dict,
+    p: dict,
+    accelerator=None,
+    step: int = 0,
+) -> dict:
     """`ppo_epochs` passes over the rollout in shuffled minibatches (order seeded by seed and
     step); clipped gradients, one scheduler step per optimizer step. Returns mean metrics."""
     n = roll.input_ids.shape[0]
@@ -341,10 +397,10 @@ def ppo_update(actor_critic, optimizer, scheduler, roll: Rollout, exp: dict, p: 
     for _ in range(p["ppo_epochs"]):
         order = torch.randperm(n, generator=gen)
         for start in range(0, n - mb + 1, mb):
-            batch = order[start:start + mb]
+            batch = order[start : start + mb]
             optimizer.zero_grad(set_to_none=True)
             for m0 in range(0, mb, micro):
-                idx = batch[m0:m0 + micro].to(roll.input_ids.device)
+                idx = batch[m0 : m0 + micro].to(roll.input_ids.device)
                 stats = _micro_loss(actor_critic, roll, exp, idx, p, len(idx) / mb, accelerator)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v * len(idx) / mb
@@ -356,15 +412,18 @@ def ppo_update(actor_critic, optimizer, scheduler, roll: Rollout, exp: dict, p: 
     return {k: v / max(n_steps, 1) for k, v in sums.items()}
 
 
-def _micro_loss(actor_critic, roll: Rollout, exp: dict, idx, p: dict, weight: float,
-                accelerator) -> dict:
-    logp, entropy, values = actor_critic(roll.input_ids[idx], roll.attention_mask[idx],
-                                         roll.n_prompt, p["temperature"])
+def _micro_loss(
+    actor_critic, roll: Rollout, exp: dict, idx, p: dict, weight: float, accelerator
+) -> dict:
+    logp, entropy, values = actor_critic(
+        roll.input_ids[idx], roll.attention_mask[idx], roll.n_prompt, p["temperature"]
+    )
     cmask = exp["cmask"][idx]
     step_logp, step_values, smask = to_steps(logp, values, cmask, p["granularity"])
     pg, clip_frac = policy_loss(step_logp, exp["logp"][idx], exp["adv"][idx], smask, p["clip"])
-    vf, vclip_frac = value_loss(step_values, exp["values"][idx], exp["returns"][idx], smask,
-                                p["value_clip"])
+    vf, vclip_frac = value_loss(
+        step_values, exp["values"][idx], exp["returns"][idx], smask, p["value_clip"]
+    )
     ent = masked_mean(entropy, cmask)
     loss = pg + p["vf_coef"] * vf - p["entropy_coef"] * ent
     if p["kl_coef"] > 0:
@@ -374,29 +433,44 @@ def _micro_loss(actor_critic, roll: Rollout, exp: dict, idx, p: dict, weight: fl
     else:
         (loss * weight).backward()
     approx_kl = masked_mean(exp["logp_token"][idx] - logp.detach(), cmask)  # old || new, k1
-    return {"policy_loss": pg.item(), "value_loss": vf.item(), "clip_frac": clip_frac.item(),
-            "value_clip_frac": vclip_frac.item(), "approx_kl_old": approx_kl.item()}
+    return {
+        "policy_loss": pg.item(),
+        "value_loss": vf.item(),
+        "clip_frac": clip_frac.item(),
+        "value_clip_frac": vclip_frac.item(),
+        "approx_kl_old": approx_kl.item(),
+    }
 
 
 # ----------------------------------------------------------------------------- training loop
 
 
 def build_optimizer(actor_critic: ActorCritic, p: dict, total_steps: int):
-    groups = [{"params": [q for q in actor_critic.policy.parameters() if q.requires_grad],
-               "lr": p["lr"]},
-              {"params": list(actor_critic.value_head.parameters()),
-               "lr": p["value_lr"] if p["value_lr"] is not None else p["lr"]}]
+    groups = [
+        {"params": [q for q in actor_critic.policy.parameters() if q.requires_grad], "lr": p["lr"]},
+        {
+            "params": list(actor_critic.value_head.parameters()),
+            "lr": p["value_lr"] if p["value_lr"] is not None else p["lr"],
+        },
+    ]
     optimizer = torch.optim.AdamW(groups, weight_decay=p["weight_decay"])
     warmup = int(round(p["warmup_ratio"] * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup, p["lr_schedule"]))
+        optimizer, lambda s: lr_factor(s, total_steps, warmup, p["lr_schedule"])
+    )
     return optimizer, scheduler
 
 
-def train_ppo(policy, tokenizer, hands: Iterator[dict], reward_fn: RewardFn, params: dict,
-              out_dir: str | Path | None = None,
-              on_checkpoint: Callable[[int, object], None] | None = None,
-              accelerator=None) -> dict:
+def train_ppo(
+    policy,
+    tokenizer,
+    hands: Iterator[dict],
+    reward_fn: RewardFn,
+    params: dict,
+    out_dir: str | Path | None = None,
+    on_checkpoint: Callable[[int, object], None] | None = None,
+    accelerator=None,
+) -> dict:
     """Run `steps` PPO iterations on hands drawn from `hands`. Writes `metrics.jsonl`,
     `step-<k>/`, `final/` and `value_head.safetensors` under out_dir (None: write nothing).
     `on_checkpoint(step, policy)` runs every `sft_loss_every` steps (the SFT-loss probe)."""
@@ -415,17 +489,26 @@ def train_ppo(policy, tokenizer, hands: Iterator[dict], reward_fn: RewardFn, par
     actor_critic = acc.prepare(ActorCritic(policy, head))
     core = acc.unwrap_model(actor_critic)
     core.eval()  # dropout off throughout: old and new log-probs come from the same function
-    minibatches = max(1, p["rollout_batch_size"] // min(p["minibatch_size"],
-                                                         p["rollout_batch_size"]))
+    minibatches = max(
+        1, p["rollout_batch_size"] // min(p["minibatch_size"], p["rollout_batch_size"])
+    )
     optimizer, scheduler = build_optimizer(core, p, p["steps"] * p["ppo_epochs"] * minibatches)
     generator = torch.Generator(device=acc.device).manual_seed(
-        int(p["seed"]) * 7919 + acc.process_index)
+        int(p["seed"]) * 7919 + acc.process_index
+    )
     history = []
     for step in range(1, p["steps"] + 1):
         t0 = time.perf_counter()
         rows = rl_common.take(hands, p["rollout_batch_size"])
-        roll = rollout(core.policy, tokenizer, rows, reward_fn, p["max_new_tokens"],
-                       p["temperature"], generator)
+        roll = rollout(
+            core.policy,
+            tokenizer,
+            rows,
+            reward_fn,
+            p["max_new_tokens"],
+            p["temperature"],
+            generator,
+        )
         t1 = time.perf_counter()
         exp = make_experience(actor_critic, roll, p, ref)
         stats = ppo_update(actor_critic, optimizer, scheduler, roll, exp, p, acc, step)
@@ -433,13 +516,18 @@ def train_ppo(policy, tokenizer, hands: Iterator[dict], reward_fn: RewardFn, par
         rewards = acc.gather(roll.rewards)
         successes = acc.gather(roll.successes.float())
         record = {
-            "step": step, "episodes": step * p["rollout_batch_size"] * acc.num_processes,
-            "reward": rewards.mean().item(), "reward_std": rewards.std().item()
-            if len(rewards) > 1 else 0.0, "success": successes.mean().item(),
-            "entropy": exp["entropy"], "kl_start": exp.get("kl_start"),
+            "step": step,
+            "episodes": step * p["rollout_batch_size"] * acc.num_processes,
+            "reward": rewards.mean().item(),
+            "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+            "success": successes.mean().item(),
+            "entropy": exp["entropy"],
+            "kl_start": exp.get("kl_start"),
             "completion_tokens": roll.completion_mask.float().sum(-1).mean().item(),
-            "lr": scheduler.get_last_lr()[0], "reward_kind": p["reward"],
-            "seconds_rollout": round(t1 - t0, 4), "seconds_learn": round(t2 - t1, 4),
+            "lr": scheduler.get_last_lr()[0],
+            "reward_kind": p["reward"],
+            "seconds_rollout": round(t1 - t0, 4),
+            "seconds_learn": round(t2 - t1, 4),
             **stats,
         }
         history.append(record)
@@ -447,15 +535,20 @@ def train_ppo(policy, tokenizer, hands: Iterator[dict], reward_fn: RewardFn, par
             rl_common.append_jsonl(metrics_path, record)
             if rl_common.is_due(step, p["save_every"], p["steps"]) and step != p["steps"]:
                 rl_common.save_policy(core.policy, tokenizer, out, step)
-            if on_checkpoint is not None and p["sft_loss_every"] > 0 and \
-                    rl_common.is_due(step, p["sft_loss_every"], p["steps"]):
+            if (
+                on_checkpoint is not None
+                and p["sft_loss_every"] > 0
+                and rl_common.is_due(step, p["sft_loss_every"], p["steps"])
+            ):
                 on_checkpoint(step, core.policy)
     if acc.is_main_process and out is not None:
         from safetensors.torch import save_file
 
         rl_common.save_policy(core.policy, tokenizer, out, None)
-        save_file({k: v.contiguous().cpu() for k, v in head.state_dict().items()},
-                  str(out / "value_head.safetensors"))
+        save_file(
+            {k: v.contiguous().cpu() for k, v in head.state_dict().items()},
+            str(out / "value_head.safetensors"),
+        )
     acc.wait_for_everyone()
     return _summary(history, p)
 
@@ -467,9 +560,13 @@ def _summary(history: list[dict], p: dict) -> dict:
 
     k = max(1, len(history) // 10)
     return {
-        "algorithm": "ppo", "granularity": p["granularity"], "reward_kind": p["reward"],
-        "steps": len(history), "reward_first": mean("reward", history[:k]),
-        "reward_last": mean("reward", history[-k:]), "success_last": mean("success", history[-k:]),
+        "algorithm": "ppo",
+        "granularity": p["granularity"],
+        "reward_kind": p["reward"],
+        "steps": len(history),
+        "reward_first": mean("reward", history[:k]),
+        "reward_last": mean("reward", history[-k:]),
+        "success_last": mean("success", history[-k:]),
         "kl_start_last": mean("kl_start", history[-k:]),
         "seconds_rollout": round(sum(h["seconds_rollout"] for h in history), 2),
         "seconds_learn": round(sum(h["seconds_learn"] for h in history), 2),
@@ -479,8 +576,13 @@ def _summary(history: list[dict], p: dict) -> dict:
 # ----------------------------------------------------------------------------- stage
 
 
-def train_from_dirs(start_model: str | Path, data_dir: str | Path, params: dict,
-                    out_dir: Path | None, base_model: str | Path | None = None) -> dict:
+def train_from_dirs(
+    start_model: str | Path,
+    data_dir: str | Path,
+    params: dict,
+    out_dir: Path | None,
+    base_model: str | Path | None = None,
+) -> dict:
     """Load the start checkpoint and the RL hands, attach the SFT-loss probe, train."""
     from sftrl.modeling import load_model, load_tokenizer, set_seed_everywhere
 
@@ -488,16 +590,18 @@ def train_from_dirs(start_model: str | Path, data_dir: str | Path, params: dict,
     set_seed_everywhere(p["seed"])
     tokenizer = load_tokenizer(start_model)
     policy = load_model(start_model)
-    hands = rl_common.cycle_rows(rl_common.rl_rows(data_dir),
-                                 f"{p['seed']}:{rl_common.process_rank()}")
+    hands = rl_common.cycle_rows(
+        rl_common.rl_rows(data_dir), f"{p['seed']}:{rl_common.process_rank()}"
+    )
 
     def reward_fn(texts, rows):
         return rl_common.score_batch(texts, rows, p["reward"])
 
     on_checkpoint, probe = None, None
     if p["sft_loss_every"] > 0 and out_dir is not None:
-        probe = rl_common.SftLossTracker(data_dir, out_dir, p["sft_loss_rows"],
-                                         p["sft_loss_batch_size"])
+        probe = rl_common.SftLossTracker(
+            data_dir, out_dir, p["sft_loss_rows"], p["sft_loss_batch_size"]
+        )
         if base_model is not None:
             probe.reference(base_model, "base")
         probe.measure(policy, tokenizer, "start", 0)
@@ -507,8 +611,9 @@ def train_from_dirs(start_model: str | Path, data_dir: str | Path, params: dict,
 
     summary = train_ppo(policy, tokenizer, hands, reward_fn, p, out_dir, on_checkpoint)
     if probe is not None:
-        summary["sft_loss"] = {r["model"] if r["model"] != "policy" else "final": r["loss"]
-                               for r in probe.history}
+        summary["sft_loss"] = {
+            r["model"] if r["model"] != "policy" else "final": r["loss"] for r in probe.history
+        }
     return summary
 
 
@@ -516,8 +621,12 @@ def run(spec: dict) -> None:
     """Stage entry: inputs {"start_model": HF dir, "base_model": HF dir, "data": data dir}."""
     params = {**DEFAULT_PARAMS, **spec.get("params", {})}
     inputs = spec["inputs"]
-    rl_common.with_artifact(spec, lambda out: train_from_dirs(
-        inputs["start_model"], inputs["data"], params, out, inputs.get("base_model")))
+    rl_common.with_artifact(
+        spec,
+        lambda out: train_from_dirs(
+            inputs["start_model"], inputs["data"], params, out, inputs.get("base_model")
+        ),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -52,8 +52,9 @@ def score_batch(texts: Sequence[str], rows: Sequence[dict], kind: str = "publish
 # ----------------------------------------------------------------------------- hands
 
 
-def read_rows(path: str | Path, columns: Sequence[str] | None = None,
-              limit: int | None = None) -> list[dict]:
+def read_rows(
+    path: str | Path, columns: Sequence[str] | None = None, limit: int | None = None
+) -> list[dict]:
     """Rows of a parquet split as dicts (list-valued cells become Python lists)."""
     import pandas as pd
 
@@ -133,10 +134,16 @@ class SftLossTracker:
     arXiv 2601.07389).
     """
 
-    def __init__(self, data_dir: str | Path, out_dir: str | Path | None, n_rows: int = 256,
-                 batch_size: int = 64):
-        self.rows = read_rows(Path(data_dir) / "sft_heldout.parquet", ["prompt", "completion"],
-                              limit=n_rows)
+    def __init__(
+        self,
+        data_dir: str | Path,
+        out_dir: str | Path | None,
+        n_rows: int = 256,
+        batch_size: int = 64,
+    ):
+        self.rows = read_rows(
+            Path(data_dir) / "sft_heldout.parquet", ["prompt", "completion"], limit=n_rows
+        )
         self.path = Path(out_dir) / "sft_loss.jsonl" if out_dir is not None else None
         self.batch_size = batch_size
         self.history: list[dict] = []

@@ -21,26 +21,33 @@ from pathlib import Path
 from sftrl.train import rl_common
 
 DEFAULT_PARAMS: dict = {
-    "epochs": 1.0,            # SFT epochs over sft_train (fractions allowed)
-    "sft": {},                # overrides of sftrl.train.sft.DEFAULT_PARAMS (lr, batch_size, ...)
-    "track_every": 10,        # optimizer steps between reward measurements
+    "epochs": 1.0,  # SFT epochs over sft_train (fractions allowed)
+    "sft": {},  # overrides of sftrl.train.sft.DEFAULT_PARAMS (lr, batch_size, ...)
+    "track_every": 10,  # optimizer steps between reward measurements
     "reward_split": "rl_prompts",  # parquet split the reward is measured on
-    "reward_rows": 256,       # its first N rows
+    "reward_rows": 256,  # its first N rows
     "max_new_tokens": 64,
     "eval_batch_size": 64,
-    "seed": 0,                # SFT seed and data order (unless "sft" sets them)
+    "seed": 0,  # SFT seed and data order (unless "sft" sets them)
 }
 
 
-def measure_reward(model, tokenizer, rows: Sequence[dict], max_new_tokens: int,
-                   batch_size: int) -> dict:
+def measure_reward(
+    model, tokenizer, rows: Sequence[dict], max_new_tokens: int, batch_size: int
+) -> dict:
     """mean@1 with greedy decoding: mean published reward and success rate over `rows`."""
     from sftrl.evaluate import generate
 
     was_training = model.training
     model.eval()
-    answers = generate(model, tokenizer, [r["prompt"] for r in rows],
-                       max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size)
+    answers = generate(
+        model,
+        tokenizer,
+        [r["prompt"] for r in rows],
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        batch_size=batch_size,
+    )
     model.train(was_training)
     rewards, successes = rl_common.score_batch([a[0] for a in answers], rows, "published")
     return {"reward": sum(rewards) / len(rewards), "success": sum(successes) / len(successes)}
@@ -57,8 +64,12 @@ def _tracker(measure: Callable[[object], dict], every: int, out: Path | None, hi
 
         def _record(self, state, model):
             t = time.perf_counter()
-            record = {"step": state.global_step, "epoch": state.epoch or 0.0, **measure(model),
-                      "seconds": round(t - self.t0, 3)}
+            record = {
+                "step": state.global_step,
+                "epoch": state.epoch or 0.0,
+                **measure(model),
+                "seconds": round(t - self.t0, 3),
+            }
             history.append(record)
             rl_common.append_jsonl(out / "metrics.jsonl" if out else None, record)
 
@@ -67,15 +78,17 @@ def _tracker(measure: Callable[[object], dict], every: int, out: Path | None, hi
                 self._record(state, model)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.is_world_process_zero and rl_common.is_due(state.global_step, every,
-                                                                state.max_steps):
+            if state.is_world_process_zero and rl_common.is_due(
+                state.global_step, every, state.max_steps
+            ):
                 self._record(state, model)
 
     return TrackReward()
 
 
-def train_rlsft(model_dir: str | Path, data_dir: str | Path, params: dict,
-                out_dir: Path | None) -> dict:
+def train_rlsft(
+    model_dir: str | Path, data_dir: str | Path, params: dict, out_dir: Path | None
+) -> dict:
     """SFT from `model_dir` on `sft_train`, tracking mean@1 on RL prompts; saves `final/`."""
     from sftrl.modeling import load_tokenizer
     from sftrl.train.sft import DEFAULT_PARAMS as SFT_DEFAULTS
@@ -84,26 +97,37 @@ def train_rlsft(model_dir: str | Path, data_dir: str | Path, params: dict,
     p = {**DEFAULT_PARAMS, **params}
     data = Path(data_dir)
     sft_params = {**SFT_DEFAULTS, "seed": p["seed"], "data_seed": p["seed"], **p["sft"]}
-    reward_rows = rl_common.read_rows(data / f"{p['reward_split']}.parquet",
-                                      ["prompt", "cards", "rule"], limit=p["reward_rows"])
+    reward_rows = rl_common.read_rows(
+        data / f"{p['reward_split']}.parquet", ["prompt", "cards", "rule"], limit=p["reward_rows"]
+    )
     heldout = data / "sft_heldout.parquet"
     history: list[dict] = []
     tokenizer = load_tokenizer(model_dir, padding_side="right")
 
     def measure(model):
-        return measure_reward(model, tokenizer, reward_rows, p["max_new_tokens"],
-                              p["eval_batch_size"])
+        return measure_reward(
+            model, tokenizer, reward_rows, p["max_new_tokens"], p["eval_batch_size"]
+        )
 
     summary = train_sft(
-        model_dir, read_rows(data / "sft_train.parquet"), out_dir, params=sft_params,
-        save_at_epochs=[p["epochs"]], tokenizer=tokenizer,
+        model_dir,
+        read_rows(data / "sft_train.parquet"),
+        out_dir,
+        params=sft_params,
+        save_at_epochs=[p["epochs"]],
+        tokenizer=tokenizer,
         heldout_rows=read_rows(heldout) if heldout.exists() else (),
-        callbacks=[_tracker(measure, p["track_every"], out_dir, history)])
+        callbacks=[_tracker(measure, p["track_every"], out_dir, history)],
+    )
     if out_dir is not None:
         (Path(out_dir) / epoch_tag(p["epochs"])).rename(Path(out_dir) / "final")
     if history:
-        summary.update(reward_start=history[0]["reward"], reward_final=history[-1]["reward"],
-                       success_start=history[0]["success"], success_final=history[-1]["success"])
+        summary.update(
+            reward_start=history[0]["reward"],
+            reward_final=history[-1]["reward"],
+            success_start=history[0]["success"],
+            success_final=history[-1]["success"],
+        )
     return summary
 
 
@@ -111,8 +135,9 @@ def run(spec: dict) -> None:
     """Stage entry: inputs {"start_model": HF dir of the RL result, "data": data dir}."""
     params = {**DEFAULT_PARAMS, **spec.get("params", {})}
     inputs = spec["inputs"]
-    rl_common.with_artifact(spec, lambda out: train_rlsft(inputs["start_model"], inputs["data"],
-                                                          params, out))
+    rl_common.with_artifact(
+        spec, lambda out: train_rlsft(inputs["start_model"], inputs["data"], params, out)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,216 @@
+"""Tokenizer, tiny Llama model, and loading of any Hugging Face causal LM.
+
+The tiny model reads the project's space-separated text with a word-level tokenizer: every
+word and every number 0..200 is ONE token, so "11" and "1 1" are different sequences (with digit
+tokens the model cannot tell J=11 from two aces). Saved models are plain HF directories that
+`AutoModelForCausalLM` / `AutoTokenizer` load with no custom code and no network.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
+SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
+MAX_NUMBER_TOKEN = 200  # numbers 0..200 are always in the vocabulary (targets, partial results)
+
+
+def set_seed_everywhere(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) so a run is repeatable."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def offline() -> bool:
+    """True when the environment forbids the hub (then loaders never touch the network)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def tokenizer_vocabulary(texts: Iterable[str], extra_tokens: Iterable[str] = ()) -> list[str]:
+    """Special tokens first, then the sorted union of every other token we may ever see."""
+    from sftrl.game import vocabulary
+
+    words = set(extra_tokens)
+    for text in texts:
+        words.update(text.split())
+    words.update(vocabulary())
+    words.update(str(n) for n in range(MAX_NUMBER_TOKEN + 1))
+    words.difference_update(SPECIAL_TOKENS)
+    return list(SPECIAL_TOKENS) + sorted(words)
+
+
+def build_tokenizer(
+    texts: Iterable[str], extra_tokens: Iterable[str] = (), *, padding_side: str = "right"
+):
+    """Word-level tokenizer over whitespace-split text; prepends [BOS] to every encoding.
+
+    Deterministic: the vocabulary order depends only on the set of tokens. Special tokens are
+    registered as added tokens, so "}[EOS]" (TRL appends EOS without a space) splits correctly.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(tokenizer_vocabulary(texts, extra_tokens))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # BOS via the post-processor: a prompt's ids are then a prefix of prompt+completion's ids.
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        unk_token=UNK,
+        bos_token=BOS,
+        eos_token=EOS,
+        padding_side=padding_side,
+        # The default clean-up glues " ," into "," and breaks the exact round trip.
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def load_tokenizer(path_or_hub_id: str | Path, *, padding_side: str | None = None):
+    """AutoTokenizer for any HF model, offline-friendly; pad falls back to EOS when missing."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(
+        str(path_or_hub_id), local_files_only=_local_only(path_or_hub_id)
+    )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if padding_side is not None:
+        tok.padding_side = padding_side
+    return tok
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_tiny_model(
+    tokenizer,
+    *,
+    hidden_size: int = 192,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    intermediate_size: int = 512,
+    max_position_embeddings: int = 256,
+    seed: int = 0,
+):
+    """A randomly initialised Llama (LlamaConfig: AutoTokenizer keeps our word-level tokenizer
+    with it, unlike Qwen2). Untied embeddings so every 2-D matrix is its own weight."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        use_cache=True,
+    )
+    set_seed_everywhere(seed)  # the weights depend only on (config, seed)
+    model = LlamaForCausalLM(config)
+    set_generation_defaults(model, tokenizer)
+    return model
+
+
+def set_generation_defaults(model, tokenizer) -> None:
+    """Greedy decoding with our pad/eos ids, so a bare `generate()` is deterministic."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+
+
+def save_model(model, tokenizer, out_dir: str | Path) -> Path:
+    """Write a standard HF directory: model.safetensors, config, generation config, tokenizer."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if is_peft(model):  # save a plain merged model, never adapter-only; training goes on
+        model = merge_lora(copy.deepcopy(model))
+    if model.generation_config is None or model.generation_config.pad_token_id is None:
+        set_generation_defaults(model, tokenizer)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(path_or_hub_id: str | Path, *, dtype: str = "float32", device: str = "auto"):
+    """Any HF causal LM (local dir or hub id), in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path_or_hub_id),
+        dtype=getattr(torch, dtype),
+        local_files_only=_local_only(path_or_hub_id),
+    )
+    return model.to(resolve_device(device)).eval()
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _local_only(path_or_hub_id: str | Path) -> bool:
+    return offline() or Path(path_or_hub_id).is_dir()
+
+
+# ----------------------------------------------------------------------------- LoRA
+
+
+def lora_config(
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.0,
+    target_modules: str | list[str] = "all-linear",
+):
+    """peft LoraConfig for a causal LM. The analysed runs use full fine-tuning: a merged LoRA
+    delta has rank r exactly, which would make the spectral diagnostics trivial."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "merge_and_unload") and hasattr(model, "peft_config")
+
+
+def merge_lora(model):
+    """Fold LoRA adapters into the base weights (before saving or any weight analysis).
+    In place: the adapters are gone afterwards (deep-copy first to keep training)."""
+    return model.merge_and_unload() if is_peft(model) else model

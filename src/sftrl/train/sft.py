@@ -1,0 +1,391 @@
+"""Supervised fine-tuning with TRL's SFTTrainer on prompt/completion rows.
+
+One run trains to the largest configured epoch and saves a complete HF model directory
+`epoch-<e>/` whenever it passes a configured epoch (fractions allowed: 0.25 epoch = a quarter of
+an epoch's optimizer steps). The loss is on completion tokens only (TRL's default for
+prompt/completion data). Per-step train loss goes to `train_log.jsonl`; the completion-token
+loss on held-out rows at every saved epoch to `heldout_loss.jsonl`.
+
+Entry point (plain python or `accelerate launch`; only the main process writes):
+    python -m sftrl.train.sft --spec '{"stage": "sft", ...}'   # or --spec path/to/spec.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import torch
+
+# Defaults of the stage's params (the workflow's schema fills the same values).
+DEFAULT_PARAMS: dict = {
+    "epochs": [0.5, 1, 2, 4],  # save points; training runs to the largest
+    "lr": 3e-4,  # tiny model: OOD peaks ~epoch 0.5 then falls by epoch 4 (1e-4: flatter)
+    "lr_scheduler": "constant_with_warmup",  # paper: "cosine" with warmup_steps 0.03
+    "warmup_steps": 20,  # int = steps, float in [0, 1) = fraction of all steps
+    "batch_size": 32,  # per device
+    "grad_accum": 1,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "seed": 0,
+    "data_seed": 0,
+    "max_length": 256,  # tokens; our prompts+answers are ~120
+    "max_train_rows": None,  # use the first N rows of sft_train (None: all)
+    "heldout_batch_size": 64,
+    "lora": None,  # e.g. {"r": 8, "alpha": 16}; analysed runs use full FT
+    "dtype": "float32",  # weights as loaded; "bfloat16" also turns on bf16 autocast on a GPU
+}
+
+
+def epoch_tag(epoch: float) -> str:
+    """Directory name for a save point: 0.5 -> 'epoch-0.5', 2.0 -> 'epoch-2'."""
+    return f"epoch-{float(epoch):g}"
+
+
+def steps_per_epoch(n_rows: int, batch_size: int, grad_accum: int = 1, world_size: int = 1) -> int:
+    return max(1, math.ceil(n_rows / (batch_size * grad_accum * world_size)))
+
+
+def save_steps_for_epochs(epochs: Iterable[float], n_steps_per_epoch: int) -> dict[int, float]:
+    """Map each configured epoch to the optimizer step that ends it (fractions rounded)."""
+    steps: dict[int, float] = {}
+    for e in sorted(set(float(x) for x in epochs)):
+        step = round(e * n_steps_per_epoch)
+        if e > 0 and step == 0:
+            step = 1  # a tiny fraction still means "after some training"
+        steps.setdefault(step, e)
+    return steps
+
+
+def save_points(
+    epochs: Iterable[float], steps: Iterable[int], n_steps_per_epoch: int
+) -> dict[int, tuple[str, float]]:
+    """{global step: (directory name, epoch)} for epoch save points (`epoch-<e>`) and step
+    save points (`step-<k>`); an epoch point wins when both fall on the same step."""
+    points = {int(k): (f"step-{int(k)}", int(k) / n_steps_per_epoch) for k in steps}
+    for step, epoch in save_steps_for_epochs(epochs, n_steps_per_epoch).items():
+        points[step] = (epoch_tag(epoch), epoch)
+    return dict(sorted(points.items()))
+
+
+def join_prompt_completion(prompt: str, completion: str) -> tuple[str, str]:
+    """TRL concatenates prompt + completion as strings: keep a space between them so a
+    whitespace-split tokenizer never glues the last prompt word to the first answer word."""
+    if prompt and completion and not prompt[-1].isspace() and not completion[0].isspace():
+        completion = " " + completion
+    return prompt, completion
+
+
+# ----------------------------------------------------------------------------- SFT loss
+
+
+def encode_row(tokenizer, prompt: str, completion: str) -> tuple[list[int], int]:
+    """Token ids of prompt+completion+EOS and the prompt length, exactly as TRL builds them."""
+    prompt, completion = join_prompt_completion(prompt, completion)
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    full_ids = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
+    n_prompt = 0
+    while (
+        n_prompt < min(len(prompt_ids), len(full_ids))
+        and prompt_ids[n_prompt] == full_ids[n_prompt]
+    ):
+        n_prompt += 1
+    return full_ids, n_prompt
+
+
+@torch.no_grad()
+def sft_loss(model, tokenizer, rows: Sequence[dict], batch_size: int = 64) -> float:
+    """Mean cross-entropy per completion token (EOS included) over `rows` (dicts with
+    'prompt' and 'completion'): the quantity SFT minimises, so RL stages can track it."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    total, count = 0.0, 0
+    encoded = [encode_row(tokenizer, r["prompt"], r["completion"]) for r in rows]
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, (ids, n_prompt) in enumerate(chunk):  # right padding: positions stay 0..n-1
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+            mask[i, : len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        # token t predicts token t+1
+        logits, targets = logits[:, :-1].float(), labels[:, 1:].to(device)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)),
+            targets.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
+        total += loss.item()
+        count += int((targets != -100).sum())
+    if was_training:
+        model.train()
+    return total / max(count, 1)
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _make_callback(
+    tokenizer,
+    out_dir: Path | None,
+    points: dict[int, tuple[str, float]],
+    heldout_rows: Sequence[dict],
+    heldout_batch_size: int,
+    eval_fn: Callable | None,
+):
+    from transformers import TrainerCallback
+
+    from sftrl.modeling import save_model
+
+    class SaveAtPoints(TrainerCallback):
+        """Saves `epoch-<e>/` (or `step-<k>/`) at the mapped global steps and logs losses;
+        main process only."""
+
+        def __init__(self):
+            self.t0 = time.time()
+
+        def _checkpoint(self, state, model, step: int):
+            tag, epoch = points[step]
+            if out_dir is not None:
+                save_model(model, tokenizer, out_dir / tag)
+            record = {
+                "checkpoint": tag,
+                "epoch": epoch,
+                "step": step,
+                "seconds": round(time.time() - self.t0, 3),
+            }
+            if heldout_rows:
+                record["heldout_loss"] = sft_loss(
+                    model, tokenizer, heldout_rows, heldout_batch_size
+                )
+            if out_dir is not None:
+                _append_jsonl(out_dir / "heldout_loss.jsonl", record)
+            if eval_fn is not None:
+                eval_fn(model=model, tokenizer=tokenizer, epoch=epoch, step=step, checkpoint=tag)
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.t0 = time.time()
+            if state.is_world_process_zero and 0 in points:
+                self._checkpoint(state, model, 0)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.is_world_process_zero and state.global_step in points:
+                self._checkpoint(state, model, state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or out_dir is None or not logs:
+                return
+            if "loss" in logs:  # per-step training logs (not the final summary)
+                _append_jsonl(
+                    out_dir / "train_log.jsonl",
+                    {
+                        "step": state.global_step,
+                        "epoch": state.epoch,
+                        "loss": logs["loss"],
+                        "lr": logs.get("learning_rate"),
+                        "grad_norm": logs.get("grad_norm"),
+                        "seconds": round(time.time() - self.t0, 3),
+                    },
+                )
+
+    return SaveAtPoints()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_sft(
+    model_dir: str | Path,
+    train_rows: Sequence[dict],
+    out_dir: str | Path | None,
+    *,
+    params: dict | None = None,
+    save_at_epochs: Iterable[float] | None = None,
+    save_at_steps: Iterable[int] = (),
+    heldout_rows: Sequence[dict] = (),
+    callbacks: Sequence = (),
+    eval_fn: Callable | None = None,
+    model=None,
+    tokenizer=None,
+) -> dict:
+    """Fine-tune the HF causal LM in `model_dir` on prompt/completion rows.
+
+    Saves `out_dir/epoch-<e>/` for every e in `save_at_epochs` (default: params["epochs"]) and
+    `out_dir/step-<k>/` for every k in `save_at_steps`, training to the last of them.
+    `eval_fn(model=, tokenizer=, epoch=, step=, checkpoint=)` is called at each save point
+    (the RL->SFT branch tracks reward there). Pass `model`/`tokenizer` to continue
+    from objects already in memory. `out_dir=None` writes nothing (non-main processes).
+    Returns a summary dict (steps, seconds, final train loss, held-out losses).
+    """
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from sftrl.modeling import load_model, load_tokenizer
+
+    p = {**DEFAULT_PARAMS, **(params or {})}
+    epochs = list(save_at_epochs if save_at_epochs is not None else p["epochs"])
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if p["max_train_rows"]:
+        train_rows = list(train_rows)[: p["max_train_rows"]]
+
+    if tokenizer is None:
+        tokenizer = load_tokenizer(model_dir, padding_side="right")
+    if model is None:
+        model = load_model(model_dir, dtype=p["dtype"], device="cpu")  # the Trainer moves it
+    model.train()
+    if p["lora"]:
+        from peft import get_peft_model
+
+        from sftrl.modeling import lora_config
+
+        model = get_peft_model(model, lora_config(**p["lora"]))
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = steps_per_epoch(len(train_rows), p["batch_size"], p["grad_accum"], world)
+    points = save_points(epochs, save_at_steps, per_epoch)
+    if not points or max(points) == 0:
+        raise ValueError("no save point after step 0: give save_at_epochs or save_at_steps")
+    max_steps = max(points)
+
+    pairs = [join_prompt_completion(r["prompt"], r["completion"]) for r in train_rows]
+    dataset = Dataset.from_dict(
+        {"prompt": [a for a, _ in pairs], "completion": [b for _, b in pairs]}
+    )
+    cuda = torch.cuda.is_available()
+    config = SFTConfig(
+        output_dir=str(out / "_trainer") if out is not None else "/tmp/sftrl-sft-scratch",
+        max_steps=max_steps,
+        per_device_train_batch_size=p["batch_size"],
+        gradient_accumulation_steps=p["grad_accum"],
+        learning_rate=p["lr"],
+        lr_scheduler_type=p["lr_scheduler"],
+        warmup_steps=p["warmup_steps"],
+        weight_decay=p["weight_decay"],
+        max_grad_norm=p["max_grad_norm"],
+        seed=p["seed"],
+        data_seed=p["data_seed"],
+        full_determinism=True,
+        bf16=cuda and p["dtype"] == "bfloat16",  # TRL defaults to bf16, which errors on CPU
+        use_cpu=not cuda,
+        activation_checkpointing=False,  # TRL turns it on by default; it only slows tiny models
+        max_length=p["max_length"],
+        completion_only_loss=True,
+        packing=False,
+        save_strategy="no",  # our callback saves at the configured epochs
+        logging_steps=1,
+        report_to=[],
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+    )
+    callback = _make_callback(
+        tokenizer, out, points, heldout_rows, p["heldout_batch_size"], eval_fn
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[callback, *callbacks],
+    )
+    # full_determinism turns on torch's deterministic mode, which also fills every new tensor
+    # with NaN (a debugging aid against reads of uninitialised memory). On CPU that fill
+    # doubles the step time; switching it off leaves the weights bit-identical (checked).
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    t0, cpu0 = time.time(), time.process_time()
+    result = trainer.train()
+    seconds, cpu_seconds = time.time() - t0, time.process_time() - cpu0
+    if out is not None:
+        _remove_tree(out / "_trainer")  # Trainer scratch (training_args.bin differs per run)
+    return {
+        "steps": max_steps,
+        "steps_per_epoch": per_epoch,
+        "train_rows": len(train_rows),
+        "saved": [tag for tag, _ in points.values()],
+        "final_train_loss": _last_train_loss(trainer),
+        "mean_train_loss": result.training_loss,
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),  # closer to uncontended time on a shared box
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _last_train_loss(trainer) -> float | None:
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return losses[-1] if losses else None
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def read_rows(parquet_path: str | Path) -> list[dict]:
+    import pandas as pd
+
+    frame = pd.read_parquet(parquet_path, columns=["prompt", "completion"])
+    return frame.to_dict("records")
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run(spec: dict) -> None:
+    """Stage entry: inputs {"data": results/data/<id>, "base_model": <HF dir>}."""
+    params = {**DEFAULT_PARAMS, **spec.get("params", {})}
+    data = Path(spec["inputs"]["data"])
+    train_rows = read_rows(data / "sft_train.parquet")
+    heldout_path = data / "sft_heldout.parquet"
+    heldout_rows = read_rows(heldout_path) if heldout_path.exists() else []
+    base = spec["inputs"]["base_model"]
+    if not is_main_process():
+        train_sft(base, train_rows, None, params=params, heldout_rows=heldout_rows)
+        return
+    from sftrl.store import open_artifact
+
+    with open_artifact(spec) as art:
+        summary = train_sft(base, train_rows, art.path, params=params, heldout_rows=heldout_rows)
+        art.summary.update(summary)
+
+
+def load_spec(text_or_path: str) -> dict:
+    """--spec takes inline JSON or a path to a JSON file."""
+    text = text_or_path.strip()
+    if not text.startswith("{"):
+        text = Path(text).read_text()
+    return json.loads(text)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="job spec: JSON text or a JSON file")
+    args = parser.parse_args(argv)
+    run(load_spec(args.spec))
+
+
+if __name__ == "__main__":
+    main()
