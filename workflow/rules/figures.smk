@@ -49,7 +49,6 @@ rule figure:
         mem_mb=res("figures", "mem_mb"),
         runtime=res("figures", "runtime"),
     params:
-        tables=PLAN.tables.dir,
         settings=lambda w: figure_settings(w.name),
     script:
         "../scripts/figure.py"
@@ -64,7 +63,5 @@ rule summary:
         "logs/summary.log",
     conda:
         "../../envs/sftrl.yaml"
-    params:
-        tables=PLAN.tables.dir,
     script:
         "../scripts/summary.py"
