@@ -68,3 +68,11 @@ def test_hf_model_source_has_no_pretrain_stage():
     assert not p.stage("pretrain")
     assert p.sft.inputs["base_model"] == "/models/qwen"
     assert p.sft.parents["base"] == "hf:/models/qwen"
+
+
+def test_reporting_code_reruns_only_reporting():
+    """tables.py is left out of the code fingerprint; the tables stage carries its own hash."""
+    from sftrl.store import code_fingerprint, presentation_hash
+
+    assert plan().tables.params["code"] == presentation_hash("tables.py")
+    assert "tables.py" not in str(code_fingerprint())

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftrl.store import artifact_id, code_fingerprint
+from sftrl.store import artifact_id, code_fingerprint, presentation_hash
 
 # The paper's figures, one rule each: results/figures/<name>.pdf
 FIGURES = ("recovery", "sft_dynamics", "rl_curves", "spectrum", "angles", "surgery", "coupling")
@@ -324,7 +324,7 @@ class Plan:
         measured = [a for stage in MEASURED_STAGES for a in self.stage(stage)]
         self.tables = self.add(
             "tables",
-            {"stages": list(MEASURED_STAGES)},
+            {"stages": list(MEASURED_STAGES), "code": presentation_hash("tables.py")},
             {f"{a.stage}/{a.id}": a.id for a in measured},
             {
                 "artifacts": [

@@ -57,7 +57,10 @@ FINGERPRINT_PACKAGES = (
 
 # Presentation modules (paths relative to the sftrl package): editing a figure or the CLI must
 # not change any artifact id, so they are left out of the code hash.
-PRESENTATION_FILES = frozenset({"figures.py", "cli.py"})
+# Reporting code: left out of every id, so editing a table or a plot never re-trains a model.
+# The tables stage and the figure rules carry a hash of their own module instead
+# (`presentation_hash`), so they alone rerun when it changes.
+PRESENTATION_FILES = frozenset({"figures.py", "cli.py", "tables.py"})
 PRESENTATION_PREFIX = "report"  # sftrl/report.py, sftrl/report/..., sftrl/reports/...
 
 SPEC_KEYS = ("stage", "id", "params", "parents", "inputs", "root")
@@ -113,6 +116,11 @@ def _is_presentation(rel: Path) -> bool:
     if rel.as_posix() in PRESENTATION_FILES:
         return True
     return rel.parts[0].startswith(PRESENTATION_PREFIX)
+
+
+def presentation_hash(module_file: str) -> str:
+    """Short SHA-256 of one presentation module's source (e.g. ``"tables.py"``)."""
+    return hashlib.sha256((Path(__file__).parent / module_file).read_bytes()).hexdigest()[:16]
 
 
 def code_hash(package_dir: Path) -> str:

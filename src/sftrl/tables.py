@@ -46,8 +46,8 @@ def checkpoint_position(stage: str, checkpoint: str, params: dict[str, Any]) -> 
     return {"epoch": epoch, "rl_step": step}
 
 
-def surgery_setting(params: dict[str, Any]) -> tuple[str, float]:
-    """A short label of a surgery and its x value (UV top fraction, layers, alpha)."""
+def surgery_setting(params: dict[str, Any], num_layers: int) -> tuple[str, float]:
+    """A short label of a surgery and its x value (UV top fraction, share of layers, alpha)."""
     method = params["method"]
     if method == "uv":
         top, tail = params.get("top", 0), params.get("tail", 0)
@@ -56,7 +56,7 @@ def surgery_setting(params: dict[str, Any]) -> tuple[str, float]:
     if method == "reset":
         extras = [k for k in ("embeddings", "lm_head", "norms") if params.get(k)]
         label = ",".join([f"layers={params['layers']}", *(f"{k}=on" for k in extras)])
-        return label, float(len(parse_layer_list(params["layers"])))
+        return label, len(parse_layer_list(params["layers"])) / num_layers
     return f"alpha={params['alpha']}", float(params["alpha"])
 
 
@@ -85,6 +85,12 @@ class Collector:
     def of_stage(self, stage: str) -> list[dict[str, Any]]:
         return [a for a in self.artifacts if a["stage"] == stage]
 
+    def surgery_setting(self, surgery_id: str) -> tuple[str, float]:
+        config = json.loads(
+            (Path(self.info[surgery_id]["dir"]) / "model" / "config.json").read_text()
+        )
+        return surgery_setting(self.manifests[surgery_id]["params"], config["num_hidden_layers"])
+
     def model_stage(self, model_id: str) -> tuple[str, dict[str, Any], str]:
         if model_id == self.base_model_id:
             return "base", {}, "base"
@@ -97,7 +103,10 @@ class Collector:
             manifest = self.manifests[art["id"]]
             stage, params, label = self.model_stage(manifest["parents"]["model"])
             summary = json.loads((Path(art["dir"]) / "summary.json").read_text())
-            setting, fraction = surgery_setting(params) if stage == "surgery" else (None, None)
+            model_id = manifest["parents"]["model"]
+            setting, fraction = (
+                self.surgery_setting(model_id) if stage == "surgery" else (None, None)
+            )
             for checkpoint, result in summary["models"].items():
                 for split, m in result["splits"].items():
                     rows.append(
@@ -142,7 +151,7 @@ class Collector:
             donor = Path(manifest["inputs"]["donor"]).name
             recipient = Path(manifest["inputs"]["recipient"]).name
             sft_eval = eval_of[manifest["parents"]["donor"]]
-            setting, fraction = surgery_setting(params)
+            setting, fraction = self.surgery_setting(art["id"])
             for split in SPLITS:
                 after = self.predictions(eval_of[art["id"]], "model", split)
                 r = self.predictions(sft_eval, recipient, split)

@@ -3,6 +3,7 @@ import os
 
 from sftrl.config import validate_config
 from sftrl.plan import FIGURES, Plan
+from sftrl.store import presentation_hash
 
 # Offline and quiet: nothing may be downloaded, and telemetry pings would hang offline.
 for _name, _value in {
