@@ -267,22 +267,21 @@ class Collector:
                     ["pair", "artifact", "matrix", "layer", "module", "index", "s_ref", "s_tgt"]
                 ]
             )
+            # spectrum tables hold radians; figures and the summary speak degrees
+            degrees = per_index.assign(
+                angle_u=np.degrees(per_index["angle_u"]), angle_v=np.degrees(per_index["angle_v"])
+            )
             angles.append(
-                per_index[
-                    [
-                        "pair",
-                        "artifact",
-                        "matrix",
-                        "layer",
-                        "module",
-                        "index",
-                        "rel_index",
-                        "angle_u",
-                        "angle_v",
-                    ]
+                degrees[
+                    ["pair", "artifact", "matrix", "layer", "module", "index", "rel_index"]
+                    + ["angle_u", "angle_v"]
                 ]
             )
-            per_layer = pd.read_parquet(Path(art["dir"]) / "per_layer.parquet")
+            per_layer = pd.read_parquet(Path(art["dir"]) / "per_layer.parquet").rename(
+                columns={"share_rotation": "rotation_share", "share_scaling": "scaling_share"}
+            )
+            per_layer["mean_angle_u"] = np.degrees(per_layer["angle_u_mean"])
+            per_layer["mean_angle_v"] = np.degrees(per_layer["angle_v_mean"])
             layers.append(per_layer.assign(pair=pair, artifact=art["id"]))
         return {
             "spectrum_values": pd.concat(values, ignore_index=True) if values else pd.DataFrame(),
@@ -377,6 +376,23 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
             )
             lines.append(
                 f"| {row['method']} {row['setting']} | {_pct(row['success'])} | {interval} |"
+            )
+    layers = tables["spectrum_layers"]
+    if not layers.empty and "module" in layers:
+        whole = layers[layers["module"] == "*"].groupby("pair", sort=False)
+        lines += [
+            "",
+            "## Spectra (mean over layers; all 2-D matrices)",
+            "",
+            "| pair | mean abs. rel. singular-value change | mean paired angle (deg) "
+            "| dW energy: rotation / scaling |",
+            "|---|---|---|---|",
+        ]
+        for pair, group in whole:
+            rotation, scaling = group["rotation_share"].mean(), group["scaling_share"].mean()
+            lines.append(
+                f"| {pair} | {_pct(group['sv_rel_mean_abs'].mean())} "
+                f"| {group['mean_angle_u'].mean():.1f} | {_pct(rotation)} / {_pct(scaling)} |"
             )
     coupling = tables["coupling"]
     if not coupling.empty:
