@@ -121,3 +121,12 @@ def test_single_ablation_reruns_alone(micro_run):
     ).stdout.split()
     assert len(found) == 2
     assert planned_jobs(micro_run, "-f", *found) == {"surgery": 1, "eval": 1}
+
+
+def test_report_embeds_every_figure(micro_run):
+    from sftrl.plan import FIGURES
+
+    snakemake(micro_run, "--report", "results/report.html")
+    html = (micro_run / "results" / "report.html").read_text(errors="replace")
+    for name in FIGURES:
+        assert f"{name}.pdf" in html, name

@@ -34,7 +34,7 @@ rule figure:
     output:
         pdf=report(
             f"{RESULTS}/figures/{{name}}.pdf",
-            caption="../report/{name}.rst",
+            caption="../report/figure.rst",
             category="Figures",
         ),
         sidecar=f"{RESULTS}/figures/{{name}}.json",
