@@ -31,7 +31,8 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule -> job count of a dry run (empty when there is nothing to do)."""
-    out = snakemake(workdir, "-n", "--quiet", "rules", *args).stdout
+    # `--quiet rules` last: its nargs="*" would swallow targets that follow it
+    out = snakemake(workdir, "-n", *args, "--quiet", "rules").stdout
     counts = {}
     for line in out.splitlines():
         parts = line.split()
