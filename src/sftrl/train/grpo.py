@@ -214,21 +214,7 @@ def train_grpo(
 
 
 def _summary(history: list[dict], p: dict) -> dict:
-    def mean(key, part):
-        vals = [h[key] for h in part if h.get(key) is not None]
-        return sum(vals) / len(vals) if vals else None
-
-    k = max(1, len(history) // 10)
-    return {
-        "algorithm": p["algorithm"],
-        "reward_kind": p["reward"],
-        "steps": len(history),
-        "reward_first": mean("reward", history[:k]),
-        "reward_last": mean("reward", history[-k:]),
-        "success_last": mean("success", history[-k:]),
-        "seconds_rollout": round(sum(h["seconds_rollout"] for h in history), 2),
-        "seconds_learn": round(sum(h["seconds_learn"] for h in history), 2),
-    }
+    return rl_common.run_summary(history, algorithm=p["algorithm"], reward_kind=p["reward"])
 
 
 # ----------------------------------------------------------------------------- stage

@@ -206,3 +206,24 @@ def with_artifact(spec: dict, body: Callable[[Path | None], dict]) -> None:
 
 def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
+
+
+def run_summary(history: list[dict], **fields) -> dict:
+    """The manifest summary of an RL run: reward over the first and last tenth of its updates,
+    time split into rollout and learning, plus the algorithm's own `fields`."""
+
+    def mean(key: str, part: list[dict]) -> float | None:
+        vals = [h[key] for h in part if h.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    k = max(1, len(history) // 10)
+    return {
+        **fields,
+        "steps": len(history),
+        "reward_first": mean("reward", history[:k]),
+        "reward_last": mean("reward", history[-k:]),
+        "success_last": mean("success", history[-k:]),
+        "kl_start_last": mean("kl_start", history[-k:]),
+        "seconds_rollout": round(sum(h["seconds_rollout"] for h in history), 2),
+        "seconds_learn": round(sum(h["seconds_learn"] for h in history), 2),
+    }
