@@ -21,8 +21,9 @@ pytestmark = pytest.mark.slow
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "-d", str(workdir)]
-    cmd += ["--configfile", str(MICRO), *args]
+    # --configfile last: it takes several values and would swallow targets that follow it
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
+    cmd += ["--configfile", str(MICRO)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
