@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import tempfile
@@ -74,6 +75,7 @@ def main() -> None:
     from sftrl.train.sft import DEFAULT_PARAMS as SFT
     from sftrl.train.sft import encode_row, train_sft
 
+    load_before = os.getloadavg()[0]  # a shared machine: record how busy it was
     peak = gemm_peak_gflops()
     rows = make_rows(args.hands, seed=0)
     tokenizer = build_tokenizer([r[k] for r in rows for k in ("prompt", "completion")])
@@ -96,8 +98,10 @@ def main() -> None:
         "benchmark": "sft",
         "machine": {
             "processor": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
             "threads": args.threads,
             "torch": torch.__version__,
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         },
         "model": {**sizes, "parameters": count_parameters(model), "vocab_size": len(tokenizer)},
         "sft": {
@@ -108,6 +112,7 @@ def main() -> None:
         },
         "tokens": tokens,
         "train_seconds": round(seconds, 3),
+        "train_cpu_seconds": summary["cpu_seconds"],
         "wall_seconds_with_setup": round(wall, 3),
         "tokens_per_second": round(tokens / seconds, 1),
         "examples_per_second": round(len(rows) / seconds, 2),

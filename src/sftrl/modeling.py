@@ -102,7 +102,7 @@ def load_tokenizer(path_or_hub_id: str | Path, *, padding_side: str | None = Non
 def build_tiny_model(
     tokenizer,
     *,
-    hidden_size: int = 192,
+    hidden_size: int = 128,
     num_layers: int = 4,
     num_heads: int = 4,
     intermediate_size: int = 512,
