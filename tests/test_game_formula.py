@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sftrl.game.formula import FormulaResult, evaluate_formula, format_formula, scan
+from sftrl.game.reward import published_transition_errors
 
 FUZZ = settings(max_examples=300, deadline=None)
 
@@ -82,26 +83,29 @@ def test_max_number_is_configurable():
 
 
 @pytest.mark.parametrize(
-    ("text", "malformed", "incomplete"),
+    ("text", "malformed", "published", "incomplete"),
     [
-        ("1 2", 1, False),  # number number
-        ("1 + * 2", 1, False),  # op op
-        ("( )", 1, False),
-        ("( 1 ) ( 2 )", 1, False),  # ) (
-        ("2 ( 3 )", 1, False),  # number (
-        ("+ 1", 1, False),  # leading operator
-        (") 1", 2, False),  # leading ) and number after )
-        ("1 + 2 ) ) + 3", 2, False),  # unmatched closers, one each
-        ("10 4 - 2 2", 2, False),
-        ("1 +", 0, True),  # trailing operator: incomplete, not malformed
-        ("( ( 1 + 2", 0, True),  # unclosed: incomplete, not malformed
-        ("( 10 - 4 ) * ( 2 + 2", 0, True),
-        ("1 + 2", 0, False),
+        # malformed: our count (a misplaced "(" still opens a bracket); published: the
+        # published reward's count (a misplaced bracket opens or closes nothing)
+        ("1 2", 1, 1, False),  # number number
+        ("1 + * 2", 1, 1, False),  # op op
+        ("( )", 1, 1, False),
+        ("( 1 ) ( 2 )", 1, 2, False),  # ") (": published also counts the last ")"
+        ("2 ( 3 )", 1, 2, False),  # number "(": published also counts the ")"
+        ("+ 1", 1, 1, False),  # leading operator
+        (") 1", 2, 2, False),  # leading ) and number after )
+        ("1 + 2 ) ) + 3", 2, 2, False),  # unmatched closers, one each
+        ("10 4 - 2 2", 2, 2, False),
+        ("1 +", 0, 0, True),  # trailing operator: incomplete, not malformed
+        ("( ( 1 + 2", 0, 0, True),  # unclosed: incomplete, not malformed (both)
+        ("( 10 - 4 ) * ( 2 + 2", 0, 0, True),
+        ("1 + 2", 0, 0, False),
     ],
 )
-def test_malformed_transition_counts(text, malformed, incomplete):
+def test_malformed_transition_counts(text, malformed, published, incomplete):
     s = scan(text)
     assert (s.malformed, s.incomplete) == (malformed, incomplete)
+    assert published_transition_errors(s.tokens) == published
 
 
 def test_illegal_characters_are_counted():

@@ -17,9 +17,11 @@ Never uses eval/compile/ast. Never raises on a string; every failure is an error
 Tokens: non-negative integers written with ASCII digits only (unicode digits such as '٣' or
 '３' are illegal characters), the operators + - * /, brackets, whitespace (ignored).
 
-Malformed token transitions (counted one per offending token, as the published reward does):
-a number after a number or ")"; an operator at the start, after an operator or after "(";
-"(" after a number or ")"; ")" at the start, after an operator or "(", or with no open "(".
+Malformed token transitions (counted one per offending token): a number after a number or ")";
+an operator at the start, after an operator or after "("; "(" after a number or ")"; ")" at the
+start, after an operator or "(", or with no open "(". A misplaced "(" still opens a bracket, so
+its ")" is not counted again; the published reward counts both (`reward.score(mode="published")`,
+docs/science.md).
 Unary minus is malformed: the game combines the cards with binary + - * / only, so "-3" or
 "2 * -3" is rejected (an operator at the start / after an operator).
 Incomplete endings (a trailing operator, unclosed "(") are NOT counted as malformed: they are
@@ -38,7 +40,7 @@ _WHITESPACE = frozenset(" \t\n\r\f\v")
 _KIND = {"+": OPERATOR, "-": OPERATOR, "*": OPERATOR, "/": OPERATOR, "(": OPEN, ")": CLOSE}
 
 # kinds each token kind may follow; None is the start of the formula
-_MAY_FOLLOW = {
+MAY_FOLLOW = {
     NUMBER: (None, OPERATOR, OPEN),
     OPERATOR: (NUMBER, CLOSE),
     OPEN: (None, OPERATOR, OPEN),
@@ -115,7 +117,7 @@ def scan(text: str, max_number: int = 10**6) -> Scan:
     prev: str | None = None
     for token in tokens:
         kind = token_kind(token)
-        ok = prev in _MAY_FOLLOW[kind]
+        ok = prev in MAY_FOLLOW[kind]
         if kind == OPEN:
             depth += 1
             max_depth = max(max_depth, depth)
