@@ -65,7 +65,8 @@ def test_schema_defaults_match_each_stage_defaults():
     from sftrl.train import grpo, ppo, pretrain, rlsft, sft
 
     config = validate_config({})  # the schema's defaults alone
-    injected = {"seed", "model", "algorithm"}  # set by the plan from other config keys
+    # set by the plan from other config keys
+    injected = {"seed", "model", "algorithm", "reward_mode"}
     pairs = [
         (config["pretrain"], pretrain.DEFAULT_PARAMS),
         (config["pretrain"]["corpus"], corpus.DEFAULT_CORPUS),
@@ -80,3 +81,6 @@ def test_schema_defaults_match_each_stage_defaults():
             if key in injected or (key == "corpus" and from_code is pretrain.DEFAULT_PARAMS):
                 continue
             assert from_schema[key] == value, (key, from_schema[key], value)
+    # reward.mode reaches every stage that computes a reward as its param reward_mode
+    for module in (evaluate, ppo, grpo, rlsft):
+        assert module.DEFAULT_PARAMS["reward_mode"] == config["reward"]["mode"], module

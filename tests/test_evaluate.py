@@ -236,6 +236,15 @@ def test_corrupted_answers_fail_in_their_category(rows, category):
         assert summary[split]["categories"][category] == 1.0
 
 
+def test_score_items_reads_answers_in_the_reward_mode(rows):
+    answers = [solver_answer(r) for r in rows]  # the spaced text format
+    published = ev.score_items(rows, answers, reward_mode="published")
+    assert published["reward"].eq(-3).all() and not published["success"].any()
+    compact = [json.dumps({"formula": json.loads(a)["formula"].replace(" ", "")}) for a in answers]
+    assert ev.score_items(rows, compact, reward_mode="published")["success"].all()
+    assert ev.score_items(rows, answers)["success"].all()  # strict is the default
+
+
 def test_score_items_with_samples(rows):
     comps = [[solver_answer(r), "no answer"] for r in rows]
     df = ev.score_items(rows, comps)

@@ -49,6 +49,16 @@ def test_changing_eval_decoding_reruns_only_evaluations():
     assert fixed and fixed <= ids(b, "spectrum")
 
 
+def test_reward_mode_reaches_every_reward_stage_and_only_what_follows():
+    a, b = plan(), plan(reward={"mode": "published"})
+    for stage in ("data", "pretrain", "sft"):
+        assert ids(a, stage) == ids(b, stage), stage
+    for stage in ("rl", "rlsft", "eval"):
+        assert ids(a, stage).isdisjoint(ids(b, stage)), stage
+        assert {x.params["reward_mode"] for x in a.stage(stage)} == {"strict"}
+        assert {x.params["reward_mode"] for x in b.stage(stage)} == {"published"}
+
+
 def test_code_change_changes_every_id():
     a = plan()
     b = Plan(a.config, {"code": "edited", "packages": {}})

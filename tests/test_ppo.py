@@ -238,6 +238,35 @@ def test_lr_schedule():
     assert ppo.lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
     assert ppo.lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
     assert ppo.lr_factor(99, 100, 0, "constant") == 1.0
+    assert ppo.lr_factor(100, 100, 0, "cosine", floor=0.001) == pytest.approx(0.001)
+
+
+def test_paper_code_optimizer_cosine_per_update_to_a_floor():
+    """Adam eps 1e-7 and cosine from 1e-6 to 1e-9 stepped once per update, as the paper's
+    code (torch CosineAnnealingLR, T_max = updates) does; our steps within an update share it."""
+    p = {
+        **ppo.DEFAULT_PARAMS,
+        "lr": 1e-6,
+        "min_lr": 1e-9,
+        "adam_eps": 1e-7,
+        "warmup_ratio": 0.0,
+        "lr_schedule_unit": "update",
+    }
+    updates, per_update = 5, 3
+    core = ppo.ActorCritic(torch.nn.Linear(4, 4), ppo.ValueHead(8))
+    optimizer, scheduler = ppo.build_optimizer(core, p, updates * per_update, per_update)
+    assert all(g["eps"] == 1e-7 for g in optimizer.param_groups)
+    reference = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-6, eps=1e-7)
+    ref_sched = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=updates, eta_min=1e-9)
+    for _ in range(updates):
+        expected = ref_sched.get_last_lr()[0]
+        for _ in range(per_update):
+            assert scheduler.get_last_lr() == pytest.approx([expected, expected], rel=1e-9)
+            optimizer.step()
+            scheduler.step()
+        reference.step()
+        ref_sched.step()
+    assert ref_sched.get_last_lr()[0] == pytest.approx(1e-9)
 
 
 # ----------------------------------------------------------------------------- critic placement
@@ -384,6 +413,11 @@ def test_published_and_success_rewards_on_real_answers():
     assert rl_common.score_answer("7 7 7", cards, rule.to_json(), "success") == (0.0, False)
     with pytest.raises(ValueError):
         rl_common.score_answer(good, cards, rule.to_json(), "partial")
+    # the reward mode reads the answer: our spaced format has spaces, -3 in published mode
+    assert rl_common.score_answer(good, cards, rule.to_json(), mode="published") == (-3.0, False)
+    compact = '{"formula": "' + solve([10, 2, 10, 2], 24).replace(" ", "") + '"}'
+    rows = [{"cards": cards, "rule": rule.to_json()}]
+    assert rl_common.score_batch([compact], rows, "published", "published") == ([5.0], [True])
 
 
 def test_ppo_stage_writes_a_complete_artifact(tmp_path):

@@ -59,6 +59,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "limit": None,
     "device": "auto",
     "dtype": "float32",
+    "reward_mode": "strict",  # config reward.mode: how answers are read (sftrl.game.score)
 }
 
 PREDICTION_COLUMNS = (
@@ -348,10 +349,11 @@ def _plain(value: Any) -> Any:
 class _Scorer:
     """``sftrl.game.score`` with the rule JSON parsed once per distinct rule."""
 
-    def __init__(self) -> None:
+    def __init__(self, reward_mode: str = "strict") -> None:
         from sftrl import game
 
         self._game = game
+        self._mode = reward_mode
         self._rules: dict[str, Any] = {}
 
     def __call__(self, completion: str, row: Mapping[str, Any]):
@@ -359,7 +361,7 @@ class _Scorer:
         rule = self._rules.get(rule_json)
         if rule is None:
             rule = self._rules[rule_json] = self._game.Rule.from_json(rule_json)
-        return self._game.score(completion, _plain(row["cards"]), rule)
+        return self._game.score(completion, _plain(row["cards"]), rule, mode=self._mode)
 
 
 def _verdict_fields(verdict) -> dict[str, Any]:
@@ -400,18 +402,21 @@ def _frame(records: list[dict[str, Any]], multi: bool) -> pd.DataFrame:
     return df
 
 
-def score_items(rows, completions: Sequence[str] | Sequence[Sequence[str]]) -> pd.DataFrame:
+def score_items(
+    rows, completions: Sequence[str] | Sequence[Sequence[str]], *, reward_mode: str = "strict"
+) -> pd.DataFrame:
     """Score one or several completions per row.
 
     ``rows``: a DataFrame or a sequence of mappings with ``prompt``, ``cards``, ``rule`` (and
     optionally ``split``, ``values``, ``item``). ``completions[i]`` is a string, or a list of
     strings (samples) for ``rows[i]``. Returns one row per (item, sample) with the columns
     ``PREDICTION_COLUMNS`` (``item`` = position in ``rows`` unless the rows carry one).
+    ``reward_mode``: how answers are read (``sftrl.game.score``'s ``mode``).
     """
     records = _records(rows)
     if len(records) != len(completions):
         raise ValueError(f"{len(records)} rows but {len(completions)} completions")
-    scorer = _Scorer()
+    scorer = _Scorer(reward_mode)
     out = []
     for item, (row, comp) in enumerate(zip(records, completions, strict=True)):
         samples = [comp] if isinstance(comp, str) else list(comp)
@@ -438,6 +443,7 @@ def multi_try_verify(
     max_tries: int = 5,
     first_completions: Sequence[str] | None = None,
     samples: Sequence[int] | None = None,
+    reward_mode: str = "strict",
 ) -> pd.DataFrame:
     """Multi-try verification (SCIENCE.md 2.5): up to ``max_tries`` graded attempts per row.
 
@@ -458,7 +464,7 @@ def multi_try_verify(
     records = _records(rows)
     if first_completions is not None and len(first_completions) != len(records):
         raise ValueError(f"{len(records)} rows but {len(first_completions)} first completions")
-    scorer = _Scorer()
+    scorer = _Scorer(reward_mode)
     prompts = [str(r["prompt"]) for r in records]
     attempts: list[list[str]] = [[] for _ in records]
     verdicts: list[list[Any]] = [[] for _ in records]
@@ -614,6 +620,7 @@ def evaluate_rows(
     multi_try: Mapping[str, Any] | None = None,
     progress: bool = False,
     desc: str = "eval",
+    reward_mode: str = "strict",
 ) -> tuple[pd.DataFrame, int]:
     """Generate + score (+ multi-try) for in-memory rows; returns (predictions, generated tokens
     of the first attempt)."""
@@ -638,7 +645,7 @@ def evaluate_rows(
     n_tokens = sum(len(t) for per_prompt in ids for t in per_prompt)
     completions = [[_decode(tokenizer, t) for t in per_prompt] for per_prompt in ids]
     if not mt["enabled"]:
-        return score_items(records, completions), n_tokens
+        return score_items(records, completions, reward_mode=reward_mode), n_tokens
 
     units = [{**row, "item": row.get("item", i)} for i, row in enumerate(records) for _ in range(n)]
     respond = _respond_with_model(
@@ -650,6 +657,7 @@ def evaluate_rows(
         max_tries=int(mt["max_tries"]),
         first_completions=[c for per_prompt in completions for c in per_prompt],
         samples=[j for _ in records for j in range(n)],
+        reward_mode=reward_mode,
     )
     return df, n_tokens
 
@@ -663,6 +671,7 @@ def reward_mean_at_1(
     temperature: float = 0.0,
     seed: int = 0,
     batch_size: int = 64,
+    reward_mode: str = "strict",
 ) -> float:
     """mean@1: the mean reward of ONE answer per prompt (greedy, or sampled at ``temperature``).
 
@@ -682,7 +691,8 @@ def reward_mean_at_1(
         seed=seed,
         batch_size=batch_size,
     )
-    return float(score_items(records, [c[0] for c in completions])["reward"].mean())
+    scored = score_items(records, [c[0] for c in completions], reward_mode=reward_mode)
+    return float(scored["reward"].mean())
 
 
 def resolve_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -708,6 +718,7 @@ def evaluate_model(
     device: str = "auto",
     dtype: str = "float32",
     progress: bool = True,
+    reward_mode: str = "strict",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Evaluate a saved HF model on ``data_dir/eval_<split>.parquet`` for each split.
 
@@ -744,6 +755,7 @@ def evaluate_model(
             multi_try=mt,
             progress=progress,
             desc=split,
+            reward_mode=reward_mode,
         )
         frames.append(df)
     predictions = (
@@ -789,6 +801,7 @@ def run(spec: Mapping[str, Any]) -> None:
                 device=params["device"],
                 dtype=params["dtype"],
                 progress=True,
+                reward_mode=params["reward_mode"],
             )
             summaries[checkpoint] = summary
             frames.append(predictions.assign(checkpoint=checkpoint))

@@ -188,11 +188,14 @@ class Plan:
     def checkpoint(self, art: Artifact, sub: str, label: str | None = None) -> ModelRef:
         return ModelRef(art.id, art.model_path(sub), label or f"{art.label} {sub}")
 
+    def _eval_params(self) -> dict[str, Any]:
+        return {**self.config["eval"], "reward_mode": self.config["reward"]["mode"]}
+
     def evaluate(self, art: Artifact) -> Artifact:
         """One evaluation artifact per model artifact, covering each checkpoint in it."""
         ev = self.add(
             "eval",
-            self.config["eval"],
+            self._eval_params(),
             {"model": art.id, "data": self.data.id},
             {"data": self.data.dir, "models": {m: art.model_path(m) for m in art.models}},
             f"eval {art.label}",
@@ -203,7 +206,7 @@ class Plan:
     def evaluate_external(self, ref: ModelRef) -> Artifact:
         ev = self.add(
             "eval",
-            self.config["eval"],
+            self._eval_params(),
             {"model": ref.key, "data": self.data.id},
             {"data": self.data.dir, "models": {"model": ref.path}},
             f"eval {ref.label}",
@@ -228,6 +231,7 @@ class Plan:
                             "start": start,
                             "start_epoch": epoch,
                             **algo_params,
+                            "reward_mode": self.config["reward"]["mode"],
                         },
                         {"data": self.data.id, "sft": self.sft.id, "base": self.base.key},
                         {
@@ -255,7 +259,7 @@ class Plan:
                 continue
             branch = self.add(
                 "rlsft",
-                {**cfg, "seed": self.config["seed"]},
+                {**cfg, "seed": self.config["seed"], "reward_mode": self.config["reward"]["mode"]},
                 {"rl": run.id, "data": self.data.id},
                 {"data": self.data.dir, "start_model": run.model_path("final")},
                 f"sft after {run.label}",

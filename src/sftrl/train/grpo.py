@@ -42,6 +42,7 @@ DEFAULT_PARAMS: dict = {
     "temperature": 0.5,  # 1.0 hurt greedy ID at tiny scale; PPO uses 0.2
     "max_completion_length": 56,  # SFT answers are ~41 tokens with EOS
     "reward": "published",  # "published" | "success"
+    "reward_mode": "strict",  # config reward.mode: "strict" | "published"
     "save_every": 25,
     "sft_loss_every": 25,
     "sft_loss_rows": 256,
@@ -236,7 +237,7 @@ def train_from_dirs(
     model = load_model(start_model, device="cpu")  # the trainer places it
 
     def reward_fn(texts, rows):
-        return rl_common.score_batch(texts, rows, p["reward"])
+        return rl_common.score_batch(texts, rows, p["reward"], p["reward_mode"])
 
     on_checkpoint, probe = None, None
     if p["sft_loss_every"] > 0 and out_dir is not None:

@@ -54,12 +54,16 @@ DEFAULT_PARAMS: dict = {
     "lr": 2e-5,  # paper: 1e-6 at 7-11B; tiny models need more
     "value_lr": None,  # None = lr
     "lr_schedule": "cosine",  # "cosine" | "constant"
+    "lr_schedule_unit": "optimizer_step",  # "optimizer_step" | "update" (paper code: per update)
+    "min_lr": 0.0,  # cosine floor (paper code: 1e-9)
     "warmup_ratio": 0.03,
     "weight_decay": 0.0,
+    "adam_eps": 1e-8,  # torch's default (paper code: 1e-7)
     "max_grad_norm": 1.0,  # paper: 0.01
     "temperature": 0.2,  # rollout temperature (paper)
     "max_new_tokens": 56,  # SFT answers are ~41 tokens with EOS
     "reward": "published",  # "published" | "success"
+    "reward_mode": "strict",  # config reward.mode: "strict" | "published"
     "whiten_rewards": False,  # standardise rewards over the rollout batch
     "whiten_advantages": True,
     "save_every": 25,  # step-<k>/ every K steps (and final/)
@@ -206,8 +210,9 @@ def step_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor, granulari
     return out * completion_mask
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Linear warmup over `warmup` steps, then constant or cosine decay to 0 at `total`."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float = 0.0) -> float:
+    """Linear warmup over `warmup` steps, then constant or cosine decay to `floor` (a fraction
+    of the lr) at `total`."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
@@ -215,7 +220,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if schedule != "cosine":
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {schedule!r}")
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 # ----------------------------------------------------------------------------- rollout
@@ -445,7 +450,9 @@ def _micro_loss(
 # ----------------------------------------------------------------------------- training loop
 
 
-def build_optimizer(actor_critic: ActorCritic, p: dict, total_steps: int):
+def build_optimizer(
+    actor_critic: ActorCritic, p: dict, total_steps: int, steps_per_update: int = 1
+):
     groups = [
         {"params": [q for q in actor_critic.policy.parameters() if q.requires_grad], "lr": p["lr"]},
         {
@@ -453,10 +460,15 @@ def build_optimizer(actor_critic: ActorCritic, p: dict, total_steps: int):
             "lr": p["value_lr"] if p["value_lr"] is not None else p["lr"],
         },
     ]
-    optimizer = torch.optim.AdamW(groups, weight_decay=p["weight_decay"])
-    warmup = int(round(p["warmup_ratio"] * total_steps))
+    optimizer = torch.optim.AdamW(groups, weight_decay=p["weight_decay"], eps=p["adam_eps"])
+    # the schedule advances every optimizer step, or once per PPO update (the paper's code)
+    per = steps_per_update if p["lr_schedule_unit"] == "update" else 1
+    total = total_steps // per
+    warmup = int(round(p["warmup_ratio"] * total))
+    floors = [p["min_lr"] / g["lr"] if g["lr"] > 0 else 0.0 for g in groups]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup, p["lr_schedule"])
+        optimizer,
+        [lambda s, f=f: lr_factor(s // per, total, warmup, p["lr_schedule"], f) for f in floors],
     )
     return optimizer, scheduler
 
@@ -492,7 +504,8 @@ def train_ppo(
     minibatches = max(
         1, p["rollout_batch_size"] // min(p["minibatch_size"], p["rollout_batch_size"])
     )
-    optimizer, scheduler = build_optimizer(core, p, p["steps"] * p["ppo_epochs"] * minibatches)
+    per_update = p["ppo_epochs"] * minibatches
+    optimizer, scheduler = build_optimizer(core, p, p["steps"] * per_update, per_update)
     generator = torch.Generator(device=acc.device).manual_seed(
         int(p["seed"]) * 7919 + acc.process_index
     )
@@ -581,7 +594,7 @@ def train_from_dirs(
     )
 
     def reward_fn(texts, rows):
-        return rl_common.score_batch(texts, rows, p["reward"])
+        return rl_common.score_batch(texts, rows, p["reward"], p["reward_mode"])
 
     on_checkpoint, probe = None, None
     if p["sft_loss_every"] > 0 and out_dir is not None:

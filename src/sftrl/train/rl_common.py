@@ -30,22 +30,29 @@ def _rule(rule_json: str):
     return Rule.from_json(rule_json)
 
 
-def score_answer(text: str, cards: Sequence[str], rule_json: str, kind: str = "published"):
+def score_answer(
+    text: str, cards: Sequence[str], rule_json: str, kind: str = "published", mode: str = "strict"
+):
     """(reward, success) of one answer. `kind`: 'published' = the paper's table (+5 correct,
-    +1 valid prefix, -1 wrong, -2/-3 deductions); 'success' = 1.0 if correct else 0.0."""
+    +1 valid prefix, -1 wrong, -2/-3 deductions); 'success' = 1.0 if correct else 0.0.
+    `mode`: the reward mode, how an answer is read (`sftrl.game.score`, config reward.mode)."""
     from sftrl.game import score
 
     if kind not in REWARD_KINDS:
         raise ValueError(f"reward must be one of {REWARD_KINDS}, got {kind!r}")
-    verdict = score(text, list(cards), _rule(rule_json))
+    verdict = score(text, list(cards), _rule(rule_json), mode=mode)
     success = bool(verdict.success)
     reward = float(verdict.reward) if kind == "published" else float(success)
     return reward, success
 
 
-def score_batch(texts: Sequence[str], rows: Sequence[dict], kind: str = "published"):
+def score_batch(
+    texts: Sequence[str], rows: Sequence[dict], kind: str = "published", mode: str = "strict"
+):
     """Lists (rewards, successes) for answers to the hands in `rows` ('cards', 'rule')."""
-    pairs = [score_answer(t, r["cards"], r["rule"], kind) for t, r in zip(texts, rows, strict=True)]
+    pairs = [
+        score_answer(t, r["cards"], r["rule"], kind, mode) for t, r in zip(texts, rows, strict=True)
+    ]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

@@ -28,14 +28,21 @@ DEFAULT_PARAMS: dict = {
     "reward_rows": 256,  # its first N rows
     "max_new_tokens": 64,
     "eval_batch_size": 64,
+    "reward_mode": "strict",  # config reward.mode: "strict" | "published"
     "seed": 0,  # SFT seed and data order (unless "sft" sets them)
 }
 
 
 def measure_reward(
-    model, tokenizer, rows: Sequence[dict], max_new_tokens: int, batch_size: int
+    model,
+    tokenizer,
+    rows: Sequence[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    reward_mode: str = "strict",
 ) -> dict:
-    """mean@1 with greedy decoding: mean published reward and success rate over `rows`."""
+    """mean@1 with greedy decoding: mean reward (the published table, read in `reward_mode`)
+    and success rate over `rows`."""
     from sftrl.evaluate import generate
 
     was_training = model.training
@@ -49,7 +56,8 @@ def measure_reward(
         batch_size=batch_size,
     )
     model.train(was_training)
-    rewards, successes = rl_common.score_batch([a[0] for a in answers], rows, "published")
+    texts = [a[0] for a in answers]
+    rewards, successes = rl_common.score_batch(texts, rows, "published", reward_mode)
     return {"reward": sum(rewards) / len(rewards), "success": sum(successes) / len(successes)}
 
 
@@ -106,7 +114,12 @@ def train_rlsft(
 
     def measure(model):
         return measure_reward(
-            model, tokenizer, reward_rows, p["max_new_tokens"], p["eval_batch_size"]
+            model,
+            tokenizer,
+            reward_rows,
+            p["max_new_tokens"],
+            p["eval_batch_size"],
+            p["reward_mode"],
         )
 
     summary = train_sft(
