@@ -1,4 +1,4 @@
-"""sftrl.spectrum: SVD diagnostics between two checkpoints (docs/SCIENCE.md section 1)."""
+"""sftrl.spectrum: SVD diagnostics between two checkpoints (docs/science.md section 6)."""
 
 from __future__ import annotations
 

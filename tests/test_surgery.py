@@ -1,4 +1,4 @@
-"""sftrl.surgery: UV merge, layer reset, interpolation (docs/SCIENCE.md section 1)."""
+"""sftrl.surgery: UV merge, layer reset, interpolation (docs/science.md section 7)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Pipeline of the eval stage (``run(spec)``): for every split file ``eval_<split>.parquet`` of a
 data artifact, generate answers to the ``prompt`` column, score each answer with
-``sftrl.game.score`` (section 2 of docs SCIENCE.md), optionally give failed answers up to
+``sftrl.game.score`` (docs/science.md section 3), optionally give failed answers up to
 ``max_tries - 1`` more attempts with the game's feedback, and write ``summary.json`` (per split:
 success with a Wilson interval, mean@1 reward, error categories, ...) and ``predictions.parquet``
 (one row per item and sample).
@@ -445,7 +445,7 @@ def multi_try_verify(
     samples: Sequence[int] | None = None,
     reward_mode: str = "strict",
 ) -> pd.DataFrame:
-    """Multi-try verification (SCIENCE.md 2.5): up to ``max_tries`` graded attempts per row.
+    """Multi-try verification (docs/science.md 4): up to ``max_tries`` graded attempts per row.
 
     ``respond(prompts) -> completions`` answers a list of prompts (the model, or any callable).
     Attempt 1 answers the row's ``prompt`` (or uses ``first_completions`` when given). After a

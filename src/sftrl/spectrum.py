@@ -1,4 +1,4 @@
-"""Spectral diagnostics between two checkpoints (docs/SCIENCE.md section 1, items 1-7).
+"""Spectral diagnostics between two checkpoints (docs/science.md section 6).
 
 For every 2-D tensor present in a reference model A and a target model B with the same shape,
 thin SVDs ``W_b = U_b diag(S_b) V_b^T`` (reference) and ``W_t = U_t diag(S_t) V_t^T`` (target)

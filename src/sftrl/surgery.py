@@ -1,4 +1,4 @@
-"""Weight surgery between two checkpoints (docs/SCIENCE.md section 1): UV merge, layer reset,
+"""Weight surgery between two checkpoints (docs/science.md section 7): UV merge, layer reset,
 linear interpolation.
 
 Every operation reads a donor B and a recipient T (HF directories with safetensors weights) and
