@@ -28,13 +28,8 @@ mode="strict" (the schema default; our cleaned-up reading, tuned to the spaced t
 - Division by zero with correct numbers: -1 (their eval raised, no prefix matched).
 
 mode="published": the published code's reading on every input (`_score_published`), except
-where that code is plainly broken:
-- it compares Python's float value with the target, so an exactly correct formula such as
-  8/(3-8/3) (23.999999999999996 in floats) scores 0 or -1; we compare the exact value;
-- a "formula" JSON field that is not a string (a number, null, a list) crashes it; we give -3
-  as for a missing formula;
-- a number of more than 4300 digits crashes `int()` (CPython >= 3.11); we read it as a number
-  that is not a card.
+where that code is plainly broken (float equality, a crash on a non-string field, a crash on
+4300-digit numbers): docs/science.md section 3 defines it and lists those cases.
 """
 
 from __future__ import annotations
@@ -248,18 +243,10 @@ def _verdict_maker(parsed, values: Sequence[int], cards: Sequence[str], rule: Ru
 
 
 # ----------------------------------------------------------------------------- published mode
-# How the published code reads an answer (docs/science.md, "Reward, published mode"):
-# - the field: the WHOLE text as JSON (a dict with "formula"), else the first match of
-#   '"formula": "<text>"' (exactly one space after the colon, the closing quote required, no
-#   line break inside), else missing; then everything from the first '=' is dropped, unstripped;
-# - tokens: runs of decimal digits (any Unicode digit, like Python's `\d`) and + - * / ( );
-#   any other character, spaces included, is illegal;
-# - a "(" out of place opens nothing and a ")" out of place closes nothing, so "2(3)" costs
-#   two transitions; open brackets left at the end cost nothing;
-# - the value is Python's `eval`: it raises on an unfinished formula, on a number with a
-#   leading zero ("04"), on a non-ASCII digit, on more than 200 nested brackets and on
-#   division by zero; after a raise, +1 needs the formula to be a string prefix of one of the
-#   environment's listed solutions (`published_solutions`).
+# The published code's reading (docs/science.md section 3): the whole text as JSON, else this
+# regex; tokens are runs of any Unicode digit and + - * / ( ); the value is Python's eval,
+# which raises where `_python_eval_error` and the evaluator's "incomplete", "too_deep" and
+# "division_by_zero" say.
 _PUBLISHED_FIELD = re.compile(r'"formula": "(.*?)"')
 _PUBLISHED_TOKEN = re.compile(r"\d+|[-+*/()]")
 PYTHON_MAX_NESTING = 200  # CPython's tokenizer limit on open brackets ("too many nested")
