@@ -91,3 +91,16 @@ def test_data_stage_twice_gives_identical_files(tmp_path):
     assert len(digests[0]) == 6
     frame = pd.read_parquet(Path(art.dir) / "eval_ood.parquet")
     assert len(frame) == 30
+
+
+def test_answer_format_sets_the_sft_completions():
+    import json
+
+    rows, _ = build_splits(data_artifact(Path("unused"), answer_format="compact").params)
+    for split in ("sft_train", "sft_heldout"):
+        for row in rows[split]:
+            assert " " not in json.loads(row["completion"])["formula"]
+    spaced_prompts = [
+        r["prompt"] for r in build_splits(data_artifact(Path("unused")).params)[0]["rl_prompts"]
+    ]
+    assert [r["prompt"] for r in rows["rl_prompts"]] == spaced_prompts  # prompts are unchanged

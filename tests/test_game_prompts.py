@@ -148,3 +148,24 @@ def test_a_rule_variant_works_end_to_end(config):
     assert verdict.success == (total == rule.target)
     if total != rule.target:
         assert verdict.reason == f"the formula evaluates to {total} not {rule.target}"
+
+
+@pytest.mark.parametrize("rule_name", ["id", "ood"])
+def test_compact_answers_score_plus_5_in_both_reward_modes(rule_name):
+    rule, rng = RULES[rule_name], random.Random(3)
+    for _ in range(100):
+        cards = sample_hand(rng, rule)
+        values = card_values(cards, rule)
+        text = render_completion(cards, rule, solve(values, rule.target), "compact")
+        answer = json.loads(text)
+        assert answer["number"] == list(values) and answer["cards"] == list(cards)
+        assert " " not in answer["formula"] and answer["formula"].endswith(f"={rule.target}")
+        assert "\n" not in text
+        for mode in ("strict", "published"):
+            verdict = score(text, cards, rule, mode=mode)
+            assert verdict.success and verdict.reward == 5 and verdict.number_correct
+        # the spaced format is illegal for the published reading (spaces in the formula)
+        spaced = render_completion(cards, rule, solve(values, rule.target))
+        assert score(spaced, cards, rule, mode="published").reward == -3
+    with pytest.raises(ValueError, match="answer_format"):
+        render_completion(cards, rule, "1", "pretty")

@@ -68,7 +68,9 @@ def draw_hands(
     return hands
 
 
-def make_rows(hands: Sequence[Sequence[str]], rule: Rule, with_completion: bool) -> list[dict]:
+def make_rows(
+    hands: Sequence[Sequence[str]], rule: Rule, with_completion: bool, answer_format: str = "spaced"
+) -> list[dict]:
     rows = []
     for hand in hands:
         values = list(card_values(hand, rule))
@@ -80,7 +82,8 @@ def make_rows(hands: Sequence[Sequence[str]], rule: Rule, with_completion: bool)
             "multiset": id_multiset_key(hand),
         }
         if with_completion:
-            row["completion"] = render_completion(hand, rule, solve(values, rule.target))
+            formula = solve(values, rule.target)
+            row["completion"] = render_completion(hand, rule, formula, answer_format)
         rows.append(row)
     return rows
 
@@ -117,7 +120,8 @@ def build_splits(params: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[st
     for split, (rule, allowed) in sources.items():
         keep = allowed.__contains__ if allowed is not None else (lambda _key: True)
         hands = draw_hands(rng(split), rule, sizes[split], keep)
-        rows[split] = make_rows(hands, rule, with_completion=split.startswith("sft"))
+        with_completion = split.startswith("sft")
+        rows[split] = make_rows(hands, rule, with_completion, params["answer_format"])
     summary = overlap_summary(rows, seen, unseen)
     return rows, summary
 

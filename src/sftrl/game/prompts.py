@@ -9,12 +9,17 @@ parsers strip the spaces inside the string.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from sftrl.game.formula import format_formula
 from sftrl.game.reward import MAX_SPOKEN_NUMBER, reason_vocabulary
 from sftrl.game.rules import LABELS, RULES, Rule, card_values, rule_sentence
 
+# config data.answer_format: "spaced" (the tiny word-level tokenizer's format) or "compact"
+# (one-line JSON as json.dumps writes it, the formula without spaces: the format the published
+# reward reads, docs/science.md section 2)
+ANSWER_FORMATS = ("spaced", "compact")
 OPERATOR_TOKENS = ("+", "-", "*", "/", "(", ")", "=")
 JSON_TOKENS = ("{", "}", "[", "]", ":", ",", '"', '"cards"', '"number"', '"formula"')
 
@@ -31,11 +36,20 @@ def render_prompt(cards: Sequence[str], rule: Rule) -> str:
     )
 
 
-def render_completion(cards: Sequence[str], rule: Rule, formula: str) -> str:
-    """The JSON answer; `formula` is the left-hand side (any spacing, anything from '=' on is
-    dropped) and "= target" is appended. `json.loads` of the result works."""
+def render_completion(
+    cards: Sequence[str], rule: Rule, formula: str, answer_format: str = "spaced"
+) -> str:
+    """The JSON answer in `answer_format` (ANSWER_FORMATS); `formula` is the left-hand side (any
+    spacing, anything from '=' on is dropped) and "= target" is appended. `json.loads` of the
+    result works."""
     values = card_values(cards, rule)
     lhs = format_formula(formula.split("=", 1)[0])
+    if answer_format == "compact":
+        answer = {"cards": list(cards), "number": list(values), "formula": lhs.replace(" ", "")}
+        answer["formula"] += f"={rule.target}"
+        return json.dumps(answer)
+    if answer_format != "spaced":
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
     quoted_cards = " , ".join(f'"{c}"' for c in cards)
     numbers = " , ".join(str(v) for v in values)
     return (
