@@ -84,3 +84,12 @@ def test_schema_defaults_match_each_stage_defaults():
     # reward.mode reaches every stage that computes a reward as its param reward_mode
     for module in (evaluate, ppo, grpo, rlsft):
         assert module.DEFAULT_PARAMS["reward_mode"] == config["reward"]["mode"], module
+
+
+def test_bad_reward_mode_and_answer_format_name_their_keys():
+    with pytest.raises(ConfigError, match=r"reward\.mode = 'paper': must be one of"):
+        validate_config({"reward": {"mode": "paper"}})
+    with pytest.raises(ConfigError, match=r"data\.answer_format = 'pretty': must be one of"):
+        validate_config({"data": {"answer_format": "pretty"}})
+    config = validate_config({})
+    assert (config["reward"]["mode"], config["data"]["answer_format"]) == ("strict", "spaced")
