@@ -65,7 +65,7 @@ def test_schema_defaults_match_each_stage_defaults():
     from sftrl.train import grpo, ppo, pretrain, rlsft, sft
 
     config = validate_config({})  # the schema's defaults alone
-    injected = {"seed", "model", "algorithm"}  # set by the plan from other config keys
+    injected = {"seed", "model", "algorithm", "prompt_format", "backend"}  # set by the plan
     pairs = [
         (config["pretrain"], pretrain.DEFAULT_PARAMS),
         (config["pretrain"]["corpus"], corpus.DEFAULT_CORPUS),

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sftrl import chat
 from sftrl.train import rl_common
 
 DEFAULT_PARAMS: dict = {
@@ -33,20 +34,26 @@ DEFAULT_PARAMS: dict = {
 
 
 def measure_reward(
-    model, tokenizer, rows: Sequence[dict], max_new_tokens: int, batch_size: int
+    model,
+    tokenizer,
+    rows: Sequence[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    prompt_format: str = "raw",
 ) -> dict:
     """mean@1 with greedy decoding: mean published reward and success rate over `rows`."""
-    from sftrl.evaluate import generate
+    from sftrl.evaluate import generate, render_prompts  # rendering: sftrl.chat (models, #11)
 
     was_training = model.training
     model.eval()
     answers = generate(
         model,
         tokenizer,
-        [r["prompt"] for r in rows],
+        render_prompts(tokenizer, rows, prompt_format),
         max_new_tokens=max_new_tokens,
         temperature=0.0,
         batch_size=batch_size,
+        prompt_format=prompt_format,
     )
     model.train(was_training)
     rewards, successes = rl_common.score_batch([a[0] for a in answers], rows, "published")
@@ -96,7 +103,14 @@ def train_rlsft(
 
     p = {**DEFAULT_PARAMS, **params}
     data = Path(data_dir)
-    sft_params = {**SFT_DEFAULTS, "seed": p["seed"], "data_seed": p["seed"], **p["sft"]}
+    prompt_format = chat.prompt_format_of(p)  # models, #11: SFT and the tracker render alike
+    sft_params = {
+        **SFT_DEFAULTS,
+        "seed": p["seed"],
+        "data_seed": p["seed"],
+        **p["sft"],
+        "prompt_format": prompt_format,
+    }
     reward_rows = rl_common.read_rows(
         data / f"{p['reward_split']}.parquet", ["prompt", "cards", "rule"], limit=p["reward_rows"]
     )
@@ -106,7 +120,7 @@ def train_rlsft(
 
     def measure(model):
         return measure_reward(
-            model, tokenizer, reward_rows, p["max_new_tokens"], p["eval_batch_size"]
+            model, tokenizer, reward_rows, p["max_new_tokens"], p["eval_batch_size"], prompt_format
         )
 
     summary = train_sft(
