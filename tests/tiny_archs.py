@@ -60,8 +60,14 @@ def game_texts() -> list[str]:
     """Prompts, answers and feedback of every rule: the BPE's training text."""
     import random
 
-    from sftrl.game import RULES, render_completion, render_feedback, render_prompt, sample_hand
-    from sftrl.game import solve
+    from sftrl.game import (
+        RULES,
+        render_completion,
+        render_feedback,
+        render_prompt,
+        sample_hand,
+        solve,
+    )
     from sftrl.game.rules import card_values
 
     rng = random.Random(0)
