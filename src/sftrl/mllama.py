@@ -35,13 +35,20 @@ _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 
 
 def model_type_of(path_or_config) -> str | None:
-    """`model_type` of a config object or of a local HF directory (None: not readable)."""
-    if isinstance(path_or_config, (str, Path)):
-        config_file = Path(path_or_config) / "config.json"
-        if not config_file.is_file():
-            return None
+    """`model_type` of a config object, a local HF directory or a hub id in the local cache
+    (None: not readable here, e.g. a hub id not downloaded on this machine)."""
+    if not isinstance(path_or_config, (str, Path)):
+        return getattr(path_or_config, "model_type", None)
+    config_file = Path(path_or_config) / "config.json"
+    if config_file.is_file():
         return json.loads(config_file.read_text()).get("model_type")
-    return getattr(path_or_config, "model_type", None)
+    from transformers.utils import cached_file
+
+    try:  # a hub id: its config.json in HF_HOME's cache, never downloaded
+        cached = cached_file(str(path_or_config), "config.json", local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    return json.loads(Path(cached).read_text()).get("model_type") if cached else None
 
 
 def is_mllama(path_or_config) -> bool:
