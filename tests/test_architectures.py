@@ -291,9 +291,20 @@ def test_presets_render_chat_and_the_llama_preset_converts_once():
 
 
 def test_prompt_format_is_in_the_ids():
-    raw, chat_ids = _plan(), _plan(model={"prompt_format": "chat"})
-    for stage in ("sft", "eval", "rl"):
+    qwen = "paper-qwen2.5-7b.yaml"
+    chat_ids, raw = _plan(qwen), _plan(qwen, model={"prompt_format": "raw"})
+    for stage in ("sft", "eval", "rl", "rlsft"):
         assert {a.id for a in raw.stage(stage)}.isdisjoint(a.id for a in chat_ids.stage(stage))
+
+
+def test_chat_without_a_template_is_refused_at_plan_time(tmp_path):
+    from sftrl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.prompt_format = 'chat': the tiny model"):
+        _plan(model={"prompt_format": "chat"})
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="has no chat template"):
+        _plan(model={"source": "hf", "hf_path": str(tmp_path), "prompt_format": "chat"})
 
 
 def test_vllm_backend_is_refused_at_plan_time_without_a_gpu():

@@ -46,6 +46,32 @@ def prompt_format_of(params: Mapping[str, Any]) -> str:
     return check_format(params.get("prompt_format", RAW))
 
 
+def config_problems(config: Mapping[str, Any]) -> list[str]:
+    """Plan-time: `chat` needs a tokenizer with a chat template (the tiny model has none; a
+    local HF directory is checked for one, a hub id only when its job loads it)."""
+    import json
+    from pathlib import Path
+
+    model = config["model"]
+    if model["prompt_format"] != CHAT:
+        return []
+    if model["source"] == "tiny":
+        return [
+            "config key model.prompt_format = 'chat': the tiny model's tokenizer has no chat "
+            "template (use raw)"
+        ]
+    local = Path(model["hf_path"] or "")
+    files = [local / "tokenizer_config.json", local / "chat_template.jinja"]
+    if local.is_dir() and files[0].is_file():
+        has_template = files[1].is_file() or "chat_template" in json.loads(files[0].read_text())
+        if not has_template:
+            return [
+                f"config key model.prompt_format = 'chat': {local} has no chat template "
+                "(tokenizer_config.json chat_template or chat_template.jinja); use raw"
+            ]
+    return []
+
+
 def user(content: str) -> dict[str, str]:
     return {"role": "user", "content": content}
 
