@@ -322,3 +322,17 @@ def test_a_local_mllama_checkpoint_must_be_converted(tmp_path):
     with pytest.raises(ConfigError, match="model.text_only"):
         _plan(model=model)
     assert _plan(model={**model, "text_only": True}).stage("convert")
+
+
+def test_vllm_backend_errors_clearly_where_it_cannot_run(tmp_path):
+    from sftrl.vllm_generation import grpo_vllm_args, require_cuda, vllm_installed
+
+    assert grpo_vllm_args("hf") == {"use_vllm": False}
+    with pytest.raises(ValueError, match="backend"):
+        grpo_vllm_args("tgi")
+    if vllm_installed() and torch.cuda.is_available():
+        pytest.skip("vLLM can run here: the GPU check covers it")
+    with pytest.raises(RuntimeError, match="vllm"):
+        require_cuda()
+    with pytest.raises(RuntimeError, match="vllm"):
+        grpo_vllm_args("vllm")
