@@ -5,12 +5,15 @@ data artifact, generate answers to the ``prompt`` column, score each answer with
 ``sftrl.game.score`` (section 2 of docs SCIENCE.md), optionally give failed answers up to
 ``max_tries - 1`` more attempts with the game's feedback, and write ``summary.json`` (per split:
 success with a Wilson interval, mean@1 reward, error categories, ...) and ``predictions.parquet``
-(one row per item and sample).
+(one row per item and sample). ``backend`` (config ``generation.backend``) picks the generator:
+``hf`` (the loop below) or ``vllm`` (``sftrl.vllm_generation``, CUDA only).
 
 Generation (``generate``) is our own greedy / sampling loop over a Hugging Face causal LM:
 
-* prompts are tokenized with the tokenizer's special tokens (as in training), sorted by length
-  (longest first) and cut into batches; the results come back in the caller's order;
+* prompts are rendered by ``sftrl.chat`` in the stage's ``prompt_format`` (raw text, or the
+  tokenizer's chat template; multi-try turns become user/assistant turns) and tokenized as in
+  training (``chat.encode_text``), sorted by length (longest first) and cut into batches; the
+  results come back in the caller's order;
 * each batch is LEFT-padded by hand (the tokenizer's ``padding_side`` does not matter) with an
   attention mask and explicit position ids (0 at each prompt's first real token), so a padded
   prompt sees exactly what it would see alone;
