@@ -66,7 +66,7 @@ def test_schema_defaults_match_each_stage_defaults():
 
     config = validate_config({})  # the schema's defaults alone
     # set by the plan from other config keys
-    injected = {"seed", "model", "algorithm", "reward_mode"}
+    injected = {"seed", "model", "algorithm", "reward_mode", "prompt_format", "backend"}
     pairs = [
         (config["pretrain"], pretrain.DEFAULT_PARAMS),
         (config["pretrain"]["corpus"], corpus.DEFAULT_CORPUS),

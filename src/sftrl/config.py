@@ -86,6 +86,11 @@ def _semantic_checks(config: dict) -> list[str]:
     for i, entry in enumerate(config["surgery"]["uv"]):
         if entry.get("top", 0) == 0 and entry.get("tail", 0) == 0:
             problems.append(f"config key surgery.uv.{i} = {entry!r}: top and tail are both 0")
+    from sftrl import chat, mllama  # models, #11: templates, text-only Llama-3.2-Vision, vLLM
+    from sftrl.vllm_generation import backend_problems
+
+    problems += chat.config_problems(config) + mllama.config_problems(config)
+    problems += backend_problems(config)
     return problems
 
 

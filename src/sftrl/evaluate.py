@@ -5,12 +5,15 @@ data artifact, generate answers to the ``prompt`` column, score each answer with
 ``sftrl.game.score`` (docs/science.md section 3), optionally give failed answers up to
 ``max_tries - 1`` more attempts with the game's feedback, and write ``summary.json`` (per split:
 success with a Wilson interval, mean@1 reward, error categories, ...) and ``predictions.parquet``
-(one row per item and sample).
+(one row per item and sample). ``backend`` (config ``generation.backend``) picks the generator:
+``hf`` (the loop below) or ``vllm`` (``sftrl.vllm_generation``, CUDA only).
 
 Generation (``generate``) is our own greedy / sampling loop over a Hugging Face causal LM:
 
-* prompts are tokenized with the tokenizer's special tokens (as in training), sorted by length
-  (longest first) and cut into batches; the results come back in the caller's order;
+* prompts are rendered by ``sftrl.chat`` in the stage's ``prompt_format`` (raw text, or the
+  tokenizer's chat template; multi-try turns become user/assistant turns) and tokenized as in
+  training (``chat.encode_text``), sorted by length (longest first) and cut into batches; the
+  results come back in the caller's order;
 * each batch is LEFT-padded by hand (the tokenizer's ``padding_side`` does not matter) with an
   attention mask and explicit position ids (0 at each prompt's first real token), so a padded
   prompt sees exactly what it would see alone;
@@ -42,6 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sftrl import chat
 from sftrl.stats import proportion
 
 log = logging.getLogger(__name__)
@@ -220,8 +224,10 @@ def generate_token_ids(
     batch_size: int = 64,
     progress: bool = False,
     desc: str = "generate",
+    prompt_format: str = "raw",
 ) -> list[list[list[int]]]:
-    """Like ``generate`` but returns the new token ids (EOS excluded) instead of text."""
+    """Like ``generate`` but returns the new token ids (EOS excluded) instead of text.
+    ``prompts`` are texts rendered in ``prompt_format`` (``sftrl.chat.render_prompt``)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if batch_size < 1:
@@ -233,7 +239,7 @@ def generate_token_ids(
     prompts = list(prompts)
     if not prompts:
         return []
-    encoded = tokenizer(prompts)["input_ids"]
+    encoded = [chat.encode_text(tokenizer, p, prompt_format) for p in prompts]
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = _pad_id(tokenizer, eos_ids)
     limit = getattr(model.config, "max_position_embeddings", None)
@@ -298,6 +304,7 @@ def generate(
     batch_size: int = 64,
     progress: bool = False,
     desc: str = "generate",
+    prompt_format: str = "raw",
 ) -> list[list[str]]:
     """Completions for every prompt: ``result[i]`` holds ``n`` strings for ``prompts[i]``.
 
@@ -316,6 +323,7 @@ def generate(
         batch_size=batch_size,
         progress=progress,
         desc=desc,
+        prompt_format=prompt_format,
     )
     return [[_decode(tokenizer, tokens) for tokens in per_prompt] for per_prompt in ids]
 
@@ -431,9 +439,9 @@ def score_items(
     return _frame(out, multi=False)
 
 
-def _next_prompt(prompt: str, completion: str, feedback: str) -> str:
-    parts = [p.strip() for p in (prompt, completion, feedback)]
-    return " ".join(p for p in parts if p)
+def raw_render(messages: Sequence[Mapping[str, str]]) -> str:
+    """The raw format (``sftrl.chat``): turns joined by single spaces."""
+    return chat.render_prompt(None, messages, chat.RAW)
 
 
 def multi_try_verify(
@@ -444,13 +452,16 @@ def multi_try_verify(
     first_completions: Sequence[str] | None = None,
     samples: Sequence[int] | None = None,
     reward_mode: str = "strict",
+    render: Callable[[list[dict[str, str]]], str] = raw_render,
 ) -> pd.DataFrame:
     """Multi-try verification (docs/science.md 4): up to ``max_tries`` graded attempts per row.
 
     ``respond(prompts) -> completions`` answers a list of prompts (the model, or any callable).
     Attempt 1 answers the row's ``prompt`` (or uses ``first_completions`` when given). After a
-    failed attempt the next prompt is ``previous prompt + completion + render_feedback(completion,
-    verdict.reason)`` joined by single spaces; a row stops at its first success.
+    failed attempt the conversation grows by the answer (an assistant turn) and
+    ``render_feedback(completion, verdict.reason)`` (a user turn), as in the published
+    evaluator; ``render(messages)`` makes the next prompt text (default: the raw format, every
+    turn joined by single spaces). A row stops at its first success.
 
     Returns the ``score_items`` columns for the FIRST attempt (so mean@1 and success@1 stay
     single-attempt metrics) plus ``tries`` (attempts made), ``solved_at`` (1-based attempt of the
@@ -465,7 +476,7 @@ def multi_try_verify(
     if first_completions is not None and len(first_completions) != len(records):
         raise ValueError(f"{len(records)} rows but {len(first_completions)} first completions")
     scorer = _Scorer(reward_mode)
-    prompts = [str(r["prompt"]) for r in records]
+    conversations = [[chat.user(str(r["prompt"]))] for r in records]
     attempts: list[list[str]] = [[] for _ in records]
     verdicts: list[list[Any]] = [[] for _ in records]
     solved_at = [0] * len(records)
@@ -477,7 +488,7 @@ def multi_try_verify(
         if attempt == 1 and first_completions is not None:
             answers = [first_completions[i] for i in pending]
         else:
-            answers = list(respond([prompts[i] for i in pending]))
+            answers = list(respond([render(conversations[i]) for i in pending]))
             if len(answers) != len(pending):
                 raise ValueError(f"respond returned {len(answers)} answers for {len(pending)}")
         for i, text in zip(pending, answers, strict=True):
@@ -487,7 +498,10 @@ def multi_try_verify(
             if verdict.success:
                 solved_at[i] = attempt
             else:
-                prompts[i] = _next_prompt(prompts[i], text, render_feedback(text, verdict.reason))
+                conversations[i] += [
+                    chat.assistant(text),
+                    chat.user(render_feedback(text, verdict.reason)),
+                ]
 
     out = []
     for i, row in enumerate(records):
@@ -585,27 +599,50 @@ def summarize(
 # ----------------------------------------------------------------------------- model-level API
 
 
-def _respond_with_model(
-    model, tokenizer, *, decoding: Mapping[str, Any], batch_size: int, progress: bool, desc: str
+GenerateIds = Callable[..., list[list[list[int]]]]
+
+
+def hf_generate_ids(
+    model, tokenizer, *, batch_size: int, progress: bool, prompt_format: str
+) -> GenerateIds:
+    """The `hf` backend: ``generate_token_ids`` on a loaded model, as a ``GenerateIds``
+    (``(prompts, *, max_new_tokens, temperature, n, seed, desc) -> ids``)."""
+
+    def generate_ids(prompts, *, max_new_tokens, temperature, n, seed, desc):
+        return generate_token_ids(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            n=n,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+            desc=desc,
+            prompt_format=prompt_format,
+        )
+
+    return generate_ids
+
+
+def _respond(
+    generate_ids: GenerateIds, tokenizer, *, decoding: Mapping[str, Any], desc: str
 ) -> Respond:
     """A ``respond`` for ``multi_try_verify``: one answer per prompt, a fresh seed per call."""
     calls = {"count": 0}
 
     def respond(prompts: list[str]) -> list[str]:
         calls["count"] += 1
-        out = generate(
-            model,
-            tokenizer,
+        out = generate_ids(
             prompts,
             max_new_tokens=int(decoding["max_new_tokens"]),
             temperature=float(decoding["temperature"]),
             n=1,
             seed=_mix_seed(int(decoding["seed"]), calls["count"]),
-            batch_size=batch_size,
-            progress=progress,
             desc=f"{desc} retry {calls['count']}",
         )
-        return [c[0] for c in out]
+        return [_decode(tokenizer, c[0]) for c in out]
 
     return respond
 
@@ -621,25 +658,32 @@ def evaluate_rows(
     progress: bool = False,
     desc: str = "eval",
     reward_mode: str = "strict",
+    prompt_format: str = "raw",
+    generate_ids: GenerateIds | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Generate + score (+ multi-try) for in-memory rows; returns (predictions, generated tokens
-    of the first attempt)."""
+    of the first attempt). Prompts are rendered by ``sftrl.chat`` in ``prompt_format``;
+    ``generate_ids`` is the backend (default: ``hf_generate_ids`` on ``model``)."""
     dec = {**DEFAULT_PARAMS["decoding"], **(decoding or {})}
     mt = {**DEFAULT_PARAMS["multi_try"], **(multi_try or {})}
     records = _records(rows)
     if not records:
         return _frame([], multi=bool(mt["enabled"])), 0
+    if generate_ids is None:
+        generate_ids = hf_generate_ids(
+            model, tokenizer, batch_size=batch_size, progress=progress, prompt_format=prompt_format
+        )
+
+    def render(messages):
+        return chat.render_prompt(tokenizer, messages, prompt_format)
+
     n = int(dec["n"])
-    ids = generate_token_ids(
-        model,
-        tokenizer,
-        [str(r["prompt"]) for r in records],
+    ids = generate_ids(
+        [render([chat.user(str(r["prompt"]))]) for r in records],
         max_new_tokens=int(dec["max_new_tokens"]),
         temperature=float(dec["temperature"]),
         n=n,
         seed=int(dec["seed"]),
-        batch_size=batch_size,
-        progress=progress,
         desc=desc,
     )
     n_tokens = sum(len(t) for per_prompt in ids for t in per_prompt)
@@ -648,16 +692,14 @@ def evaluate_rows(
         return score_items(records, completions, reward_mode=reward_mode), n_tokens
 
     units = [{**row, "item": row.get("item", i)} for i, row in enumerate(records) for _ in range(n)]
-    respond = _respond_with_model(
-        model, tokenizer, decoding=dec, batch_size=batch_size, progress=progress, desc=desc
-    )
     df = multi_try_verify(
-        respond,
+        _respond(generate_ids, tokenizer, decoding=dec, desc=desc),
         units,
         max_tries=int(mt["max_tries"]),
         first_completions=[c for per_prompt in completions for c in per_prompt],
         samples=[j for _ in records for j in range(n)],
         reward_mode=reward_mode,
+        render=render,
     )
     return df, n_tokens
 
@@ -672,6 +714,7 @@ def reward_mean_at_1(
     seed: int = 0,
     batch_size: int = 64,
     reward_mode: str = "strict",
+    prompt_format: str = "raw",
 ) -> float:
     """mean@1: the mean reward of ONE answer per prompt (greedy, or sampled at ``temperature``).
 
@@ -684,15 +727,24 @@ def reward_mean_at_1(
     completions = generate(
         model,
         tokenizer,
-        [str(r["prompt"]) for r in records],
+        render_prompts(tokenizer, records, prompt_format),
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         n=1,
         seed=seed,
         batch_size=batch_size,
+        prompt_format=prompt_format,
     )
     scored = score_items(records, [c[0] for c in completions], reward_mode=reward_mode)
     return float(scored["reward"].mean())
+
+
+def render_prompts(tokenizer, rows, prompt_format: str) -> list[str]:
+    """Each row's ``prompt`` as a one-turn conversation in ``prompt_format`` (``sftrl.chat``)."""
+    return [
+        chat.render_prompt(tokenizer, [chat.user(str(r["prompt"]))], prompt_format)
+        for r in _records(rows)
+    ]
 
 
 def resolve_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -719,6 +771,8 @@ def evaluate_model(
     dtype: str = "float32",
     progress: bool = True,
     reward_mode: str = "strict",
+    prompt_format: str = "raw",
+    backend: str = "hf",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Evaluate a saved HF model on ``data_dir/eval_<split>.parquet`` for each split.
 
@@ -741,7 +795,15 @@ def evaluate_model(
         tables[split] = table.head(int(limit)) if limit is not None else table
 
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir, dtype=dtype, device=device)
+    model, generate_ids = None, None
+    if backend == "vllm":  # the model is loaded by vLLM, not by transformers
+        from sftrl.vllm_generation import vllm_generate_ids
+
+        generate_ids = vllm_generate_ids(
+            model_dir, tokenizer, dtype=dtype, prompt_format=prompt_format
+        )
+    else:
+        model = load_model(model_dir, dtype=dtype, device=device)
 
     frames, tokens = [], {}
     for split, table in tables.items():
@@ -756,6 +818,8 @@ def evaluate_model(
             progress=progress,
             desc=split,
             reward_mode=reward_mode,
+            prompt_format=prompt_format,
+            generate_ids=generate_ids,
         )
         frames.append(df)
     predictions = (
@@ -802,6 +866,8 @@ def run(spec: Mapping[str, Any]) -> None:
                 dtype=params["dtype"],
                 progress=True,
                 reward_mode=params["reward_mode"],
+                prompt_format=chat.prompt_format_of(params),
+                backend=params.get("backend", "hf"),
             )
             summaries[checkpoint] = summary
             frames.append(predictions.assign(checkpoint=checkpoint))

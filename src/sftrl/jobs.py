@@ -16,6 +16,7 @@ from typing import Any
 # stage -> module holding `run(spec)`; RL dispatches on its algorithm param.
 STAGE_MODULES = {
     "data": "sftrl.data",
+    "convert": "sftrl.mllama",
     "pretrain": "sftrl.train.pretrain",
     "sft": "sftrl.train.sft",
     "eval": "sftrl.evaluate",

@@ -165,9 +165,15 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def load_model(path_or_hub_id: str | Path, *, dtype: str = "float32", device: str = "auto"):
-    """Any HF causal LM (local dir or hub id), in eval mode on `device`."""
+    """Any HF causal LM (local dir or hub id), in eval mode on `device`. An Mllama
+    (Llama-3.2-Vision) directory loads as its exact text-only Llama (`sftrl.mllama`)."""
     from transformers import AutoModelForCausalLM
 
+    from sftrl import mllama  # models, #11
+
+    if mllama.is_mllama(path_or_hub_id):
+        model = mllama.load_text_only(path_or_hub_id, dtype=dtype)
+        return model.to(resolve_device(device)).eval()
     model = AutoModelForCausalLM.from_pretrained(
         str(path_or_hub_id),
         dtype=getattr(torch, dtype),

@@ -141,7 +141,12 @@ class Plan:
         else:
             self.evaluate(self.artifacts[self.base.key])
 
-        sft_params = {**cfg["sft"], "seed": cfg["seed"], "model": self._model_params()}
+        sft_params = {
+            **cfg["sft"],
+            "seed": cfg["seed"],
+            "model": self._model_params(),
+            **self._rendering(),
+        }
         self.sft = self.add(
             "sft",
             sft_params,
@@ -167,12 +172,30 @@ class Plan:
     def _rule(self, role: str) -> dict[str, Any]:
         return self.config["game"]["rules"][self.config["game"][role]]
 
+    def _rendering(self, generates: bool = False) -> dict[str, Any]:
+        """Params of every stage that renders prompts (models, #11): the prompt format, and the
+        generation backend where the stage generates with one (eval, GRPO)."""
+        out: dict[str, Any] = {"prompt_format": self.config["model"]["prompt_format"]}
+        if generates:
+            out["backend"] = self.config["generation"]["backend"]
+        return out
+
     def _model_params(self) -> dict[str, Any]:
         model = self.config["model"]
         return {"source": model["source"], "dtype": model["dtype"]}
 
     def _base_model(self) -> ModelRef:
         model = self.config["model"]
+        if model["source"] == "hf" and model["text_only"]:  # models, #11: sftrl.mllama
+            convert = self.add(
+                "convert",
+                {"hf_path": model["hf_path"], "dtype": model["dtype"]},
+                {"hf": f"hf:{model['hf_path']}"},
+                {},
+                "base",
+                ["model"],
+            )
+            return self.checkpoint(convert, "model", "base")
         if model["source"] == "hf":
             return ModelRef(f"hf:{model['hf_path']}", model["hf_path"], "base")
         pretrain = self.add(
@@ -189,7 +212,11 @@ class Plan:
         return ModelRef(art.id, art.model_path(sub), label or f"{art.label} {sub}")
 
     def _eval_params(self) -> dict[str, Any]:
-        return {**self.config["eval"], "reward_mode": self.config["reward"]["mode"]}
+        return {
+            **self.config["eval"],
+            "reward_mode": self.config["reward"]["mode"],
+            **self._rendering(generates=True),
+        }
 
     def evaluate(self, art: Artifact) -> Artifact:
         """One evaluation artifact per model artifact, covering each checkpoint in it."""
@@ -232,6 +259,7 @@ class Plan:
                             "start_epoch": epoch,
                             **algo_params,
                             "reward_mode": self.config["reward"]["mode"],
+                            **self._rendering(generates=algorithm != "ppo"),
                         },
                         {"data": self.data.id, "sft": self.sft.id, "base": self.base.key},
                         {
@@ -259,7 +287,12 @@ class Plan:
                 continue
             branch = self.add(
                 "rlsft",
-                {**cfg, "seed": self.config["seed"], "reward_mode": self.config["reward"]["mode"]},
+                {
+                    **cfg,
+                    "seed": self.config["seed"],
+                    "reward_mode": self.config["reward"]["mode"],
+                    **self._rendering(),
+                },
                 {"rl": run.id, "data": self.data.id},
                 {"data": self.data.dir, "start_model": run.model_path("final")},
                 f"sft after {run.label}",

@@ -2,6 +2,26 @@
 # `accelerate launch` on several GPUs, where a script: rule would get no snakemake object.
 
 
+rule convert:
+    input:
+        unpack(parents_of("convert")),
+    output:
+        f"{RESULTS}/convert/{{id}}/manifest.json",
+    log:
+        "logs/convert/{id}.log",
+    conda:
+        "../../envs/sftrl.yaml"
+    threads: res("convert", "threads")
+    resources:
+        mem_mb=res("convert", "mem_mb"),
+        runtime=res("convert", "runtime"),
+        gpu=res("convert", "gpu"),
+    params:
+        spec=spec_json("convert"),
+    shell:
+        "python -m sftrl.jobs --spec {params.spec:q} > {log} 2>&1"
+
+
 rule pretrain:
     input:
         unpack(parents_of("pretrain")),

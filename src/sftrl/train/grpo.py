@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from sftrl import chat
 from sftrl.train import rl_common
 
 DEFAULT_PARAMS: dict = {
@@ -67,7 +68,8 @@ def make_reward_func(reward_fn: Callable, columns: Sequence[str]):
 
     def gp_reward(prompts, completions, log_metric=None, **kwargs):
         rows = [{c: kwargs[c][i] for c in columns} for i in range(len(completions))]
-        rewards, successes = reward_fn(list(completions), rows)
+        texts = [chat.completion_text(c) for c in completions]  # chat: assistant turns
+        rewards, successes = reward_fn(texts, rows)
         if log_metric is not None:
             log_metric("success", sum(map(float, successes)) / max(1, len(successes)))
         return [float(r) for r in rewards]
@@ -77,6 +79,8 @@ def make_reward_func(reward_fn: Callable, columns: Sequence[str]):
 
 def _config(p: dict, scratch: str):
     from trl import GRPOConfig, RLOOConfig
+
+    from sftrl.vllm_generation import grpo_vllm_args
 
     common = dict(
         output_dir=scratch,
@@ -107,6 +111,7 @@ def _config(p: dict, scratch: str):
         logging_steps=1,
         report_to=[],
         disable_tqdm=True,
+        **grpo_vllm_args(p.get("backend", "hf")),  # generation backend (models, #11)
     )
     if p["algorithm"] == "grpo":
         return GRPOConfig(loss_type=p["loss_type"], scale_rewards=p["scale_rewards"], **common)
@@ -193,6 +198,8 @@ def train_grpo(
     n_rows = p["steps"] * prompts_per_step(p, world) * p["num_iterations"]
     reserved = ("completion", "completion_ids")  # names TRL keeps for itself
     rows = [{k: v for k, v in r.items() if k not in reserved} for r in rows]
+    prompt_format = chat.prompt_format_of(p)  # chat: TRL renders the template (sftrl.chat)
+    rows = [{**r, "prompt": chat.trl_prompt(r["prompt"], prompt_format)} for r in rows]
     dataset = Dataset.from_list(rl_common.take(rl_common.cycle_rows(rows, p["seed"]), n_rows))
     columns = [c for c in dataset.column_names if c != "prompt"]
     timer: dict = {"history": []}
@@ -242,7 +249,11 @@ def train_from_dirs(
     on_checkpoint, probe = None, None
     if p["sft_loss_every"] > 0 and out_dir is not None:
         probe = rl_common.SftLossTracker(
-            data_dir, out_dir, p["sft_loss_rows"], p["sft_loss_batch_size"]
+            data_dir,
+            out_dir,
+            p["sft_loss_rows"],
+            p["sft_loss_batch_size"],
+            chat.prompt_format_of(p),
         )
         if base_model is not None:
             probe.reference(base_model, "base")

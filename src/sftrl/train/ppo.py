@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sftrl import chat
 from sftrl.train import rl_common
 
 DEFAULT_PARAMS: dict = {
@@ -309,13 +310,16 @@ def rollout(
     max_new_tokens: int,
     temperature: float,
     generator: torch.Generator | None = None,
+    prompt_format: str = "raw",
 ) -> Rollout:
     """Answer every row's prompt once and score the answers (`reward_fn(texts, rows)`)."""
     device = next(model.parameters()).device
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    prompt_ids, prompt_mask = left_pad([tokenizer(r["prompt"])["input_ids"] for r in rows], pad_id)
+    # prompt rendering (models, #11): the same ids as evaluation and SFT give this prompt
+    encoded = [chat.encode_prompt(tokenizer, [chat.user(r["prompt"])], prompt_format) for r in rows]
+    prompt_ids, prompt_mask = left_pad(encoded, pad_id)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     tokens, completion_mask = sample(
         model,
@@ -521,6 +525,7 @@ def train_ppo(
             p["max_new_tokens"],
             p["temperature"],
             generator,
+            chat.prompt_format_of(p),
         )
         t1 = time.perf_counter()
         exp = make_experience(actor_critic, roll, p, ref)
@@ -599,7 +604,11 @@ def train_from_dirs(
     on_checkpoint, probe = None, None
     if p["sft_loss_every"] > 0 and out_dir is not None:
         probe = rl_common.SftLossTracker(
-            data_dir, out_dir, p["sft_loss_rows"], p["sft_loss_batch_size"]
+            data_dir,
+            out_dir,
+            p["sft_loss_rows"],
+            p["sft_loss_batch_size"],
+            chat.prompt_format_of(p),
         )
         if base_model is not None:
             probe.reference(base_model, "base")

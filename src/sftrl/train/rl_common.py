@@ -147,18 +147,20 @@ class SftLossTracker:
         out_dir: str | Path | None,
         n_rows: int = 256,
         batch_size: int = 64,
+        prompt_format: str = "raw",
     ):
         self.rows = read_rows(
             Path(data_dir) / "sft_heldout.parquet", ["prompt", "completion"], limit=n_rows
         )
         self.path = Path(out_dir) / "sft_loss.jsonl" if out_dir is not None else None
         self.batch_size = batch_size
+        self.prompt_format = prompt_format  # rendered as in SFT (sftrl.chat)
         self.history: list[dict] = []
 
     def measure(self, model, tokenizer, name: str, step: int | None) -> float:
         from sftrl.train.sft import sft_loss
 
-        loss = sft_loss(model, tokenizer, self.rows, self.batch_size)
+        loss = sft_loss(model, tokenizer, self.rows, self.batch_size, self.prompt_format)
         record = {"model": name, "step": step, "loss": loss, "rows": len(self.rows)}
         self.history.append(record)
         append_jsonl(self.path, record)

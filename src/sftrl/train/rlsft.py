@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sftrl import chat
 from sftrl.train import rl_common
 
 DEFAULT_PARAMS: dict = {
@@ -40,20 +41,22 @@ def measure_reward(
     max_new_tokens: int,
     batch_size: int,
     reward_mode: str = "strict",
+    prompt_format: str = "raw",
 ) -> dict:
     """mean@1 with greedy decoding: mean reward (the published table, read in `reward_mode`)
     and success rate over `rows`."""
-    from sftrl.evaluate import generate
+    from sftrl.evaluate import generate, render_prompts  # rendering: sftrl.chat (models, #11)
 
     was_training = model.training
     model.eval()
     answers = generate(
         model,
         tokenizer,
-        [r["prompt"] for r in rows],
+        render_prompts(tokenizer, rows, prompt_format),
         max_new_tokens=max_new_tokens,
         temperature=0.0,
         batch_size=batch_size,
+        prompt_format=prompt_format,
     )
     model.train(was_training)
     texts = [a[0] for a in answers]
@@ -104,7 +107,14 @@ def train_rlsft(
 
     p = {**DEFAULT_PARAMS, **params}
     data = Path(data_dir)
-    sft_params = {**SFT_DEFAULTS, "seed": p["seed"], "data_seed": p["seed"], **p["sft"]}
+    prompt_format = chat.prompt_format_of(p)  # models, #11: SFT and the tracker render alike
+    sft_params = {
+        **SFT_DEFAULTS,
+        "seed": p["seed"],
+        "data_seed": p["seed"],
+        **p["sft"],
+        "prompt_format": prompt_format,
+    }
     reward_rows = rl_common.read_rows(
         data / f"{p['reward_split']}.parquet", ["prompt", "cards", "rule"], limit=p["reward_rows"]
     )
@@ -120,6 +130,7 @@ def train_rlsft(
             p["max_new_tokens"],
             p["eval_batch_size"],
             p["reward_mode"],
+            prompt_format,
         )
 
     summary = train_sft(

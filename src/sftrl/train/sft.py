@@ -73,33 +73,21 @@ def save_points(
     return dict(sorted(points.items()))
 
 
-def join_prompt_completion(prompt: str, completion: str) -> tuple[str, str]:
-    """TRL concatenates prompt + completion as strings: keep a space between them so a
-    whitespace-split tokenizer never glues the last prompt word to the first answer word."""
-    if prompt and completion and not prompt[-1].isspace() and not completion[0].isspace():
-        completion = " " + completion
-    return prompt, completion
-
-
 # ----------------------------------------------------------------------------- SFT loss
 
 
-def encode_row(tokenizer, prompt: str, completion: str) -> tuple[list[int], int]:
-    """Token ids of prompt+completion+EOS and the prompt length, exactly as TRL builds them."""
-    prompt, completion = join_prompt_completion(prompt, completion)
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    full_ids = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
-    n_prompt = 0
-    while (
-        n_prompt < min(len(prompt_ids), len(full_ids))
-        and prompt_ids[n_prompt] == full_ids[n_prompt]
-    ):
-        n_prompt += 1
-    return full_ids, n_prompt
+def encode_row(tokenizer, prompt: str, completion: str, prompt_format: str = "raw"):
+    """Token ids of prompt+completion+end of answer and the prompt length, exactly as TRL builds
+    them (rendering: sftrl.chat)."""
+    from sftrl import chat  # prompt rendering (models, #11)
+
+    return chat.encode_prompt_completion(tokenizer, prompt, completion, prompt_format)
 
 
 @torch.no_grad()
-def sft_loss(model, tokenizer, rows: Sequence[dict], batch_size: int = 64) -> float:
+def sft_loss(
+    model, tokenizer, rows: Sequence[dict], batch_size: int = 64, prompt_format: str = "raw"
+) -> float:
     """Mean cross-entropy per completion token (EOS included) over `rows` (dicts with
     'prompt' and 'completion'): the quantity SFT minimises, so RL stages can track it."""
     was_training = model.training
@@ -107,7 +95,7 @@ def sft_loss(model, tokenizer, rows: Sequence[dict], batch_size: int = 64) -> fl
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     total, count = 0.0, 0
-    encoded = [encode_row(tokenizer, r["prompt"], r["completion"]) for r in rows]
+    encoded = [encode_row(tokenizer, r["prompt"], r["completion"], prompt_format) for r in rows]
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
         width = max(len(ids) for ids, _ in chunk)
@@ -149,6 +137,7 @@ def _make_callback(
     heldout_rows: Sequence[dict],
     heldout_batch_size: int,
     eval_fn: Callable | None,
+    prompt_format: str = "raw",
 ):
     from transformers import TrainerCallback
 
@@ -173,7 +162,7 @@ def _make_callback(
             }
             if heldout_rows:
                 record["heldout_loss"] = sft_loss(
-                    model, tokenizer, heldout_rows, heldout_batch_size
+                    model, tokenizer, heldout_rows, heldout_batch_size, prompt_format
                 )
             if out_dir is not None:
                 _append_jsonl(out_dir / "heldout_loss.jsonl", record)
@@ -266,7 +255,12 @@ def train_sft(
         raise ValueError("no save point after step 0: give save_at_epochs or save_at_steps")
     max_steps = max(points)
 
-    pairs = [join_prompt_completion(r["prompt"], r["completion"]) for r in train_rows]
+    from sftrl import chat  # prompt rendering (models, #11): strings (raw) or conversations
+
+    prompt_format = chat.prompt_format_of(p)
+    pairs = [
+        chat.trl_prompt_completion(r["prompt"], r["completion"], prompt_format) for r in train_rows
+    ]
     dataset = Dataset.from_dict(
         {"prompt": [a for a, _ in pairs], "completion": [b for _, b in pairs]}
     )
@@ -298,7 +292,7 @@ def train_sft(
         dataset_num_proc=None,
     )
     callback = _make_callback(
-        tokenizer, out, points, heldout_rows, p["heldout_batch_size"], eval_fn
+        tokenizer, out, points, heldout_rows, p["heldout_batch_size"], eval_fn, prompt_format
     )
     trainer = SFTTrainer(
         model=model,
