@@ -258,3 +258,21 @@ def test_snakemake_refuses_an_over_budget_job_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "gpu_mem_gb = 80" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_gpu_check_smoke_runs_on_cpu(tmp_path):
+    """The CPU-runnable part of scripts/gpu-check.sh: every step, estimates, JSON."""
+    import json
+    import runpy
+
+    out = tmp_path / "gpu_check.json"
+    gpu_check = runpy.run_path(str(ROOT / "benchmarks" / "gpu_check.py"))
+    args = "--device cpu --layers 1 --tiny-widths --seq 32 --batch 2 --prompts 2"
+    args += f" --prompt-len 8 --new-tokens 4 --group 2 --micro 2 --out {out}"
+    gpu_check["main"](args.split())
+    report = json.loads(out.read_text())
+    assert set(report["steps"]) == {"sft", "ppo", "grpo"}
+    for step in report["steps"].values():
+        assert step["tokens_per_s"] > 0 and step["peak_estimated_bytes"] > 0
+        assert step["peak_measured_bytes"] is None  # no peak counter on CPU
+    assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "gpu-check.sh")]).returncode == 0

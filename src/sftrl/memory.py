@@ -182,7 +182,7 @@ def training_state(n_params: int, arch: Architecture, dist: dict[str, Any], worl
     """Weights, gradients and optimizer states on one GPU (bytes)."""
     b = compute_bytes(dist)
     p = n_params
-    if dist["engine"] == "ddp" or world == 1:  # one process runs plain (sftrl.distributed)
+    if dist["engine"] == "ddp":
         state = {"weights": 4 * p, "grads": 4 * p, "optimizer": 8 * p, "ddp buckets": 4 * p}
         if b == 2:
             state["bf16 weight copies"] = 2 * p  # autocast's cast of every weight
