@@ -196,6 +196,7 @@ def main(argv=None) -> dict:
     model.train()
     prompt_len, new = args.prompt_len, args.new_tokens
     ppo_tokens = args.micro * (prompt_len + new)
+    answer_tokens = args.micro * (new + 1)  # RL losses take logits of the answers only
     steps = {
         "sft": (
             lambda: sft_step(model, opt, args.batch, args.seq, device),
@@ -203,13 +204,13 @@ def main(argv=None) -> dict:
         ),
         "ppo": (
             lambda: ppo_update(model, head, opt, args.prompts, prompt_len, new, args.micro, device),
-            memory.training_activations(arch, ppo_tokens, dist),
+            memory.training_activations(arch, ppo_tokens, dist, answer_tokens),
         ),
         "grpo": (
             lambda: grpo_step(
                 model, opt, args.prompts, args.group, prompt_len, new, args.micro, device
             ),
-            memory.training_activations(arch, ppo_tokens, dist),
+            memory.training_activations(arch, ppo_tokens, dist, answer_tokens),
         ),
     }
     for name, (fn, activations) in steps.items():

@@ -89,9 +89,12 @@ class Architecture:
         return b * (3 * h + 3 * q + 2 * kv + 4 * i) + 8 * h
 
     def head_saved_bytes(self, b: int) -> int:
-        """Per token outside the layers: embedding output and final norm, the logits and their
-        fp32 log-softmax."""
-        return (2 * b + 4) * self.hidden + (b + 4) * self.vocab
+        """Per token outside the layers: embedding output and final norm, then the logits
+        and their fp32 log-softmax (`logits_saved_bytes`)."""
+        return (2 * b + 4) * self.hidden + self.logits_saved_bytes(b)
+
+    def logits_saved_bytes(self, b: int) -> int:
+        return (b + 4) * self.vocab
 
     def kv_bytes_per_token(self, b: int) -> int:
         return 2 * self.layers * self.kv_dim * b
@@ -205,15 +208,21 @@ def training_state(n_params: int, arch: Architecture, dist: dict[str, Any], worl
     return state
 
 
-def training_activations(arch: Architecture, tokens: int, dist: dict[str, Any]) -> dict:
-    """Activations of one forward/backward over `tokens` tokens on one GPU (bytes)."""
+def training_activations(
+    arch: Architecture, tokens: int, dist: dict[str, Any], logit_tokens: int | None = None
+) -> dict:
+    """Activations of one forward/backward over `tokens` tokens on one GPU (bytes); RL losses
+    need logits of the answer tokens only (`logit_tokens`; default: every token)."""
     b = compute_bytes(dist)
     if dist["activation_checkpointing"]:
         layers = tokens * (arch.layers * b * arch.hidden + arch.layer_saved_bytes(b))
     else:
         layers = tokens * arch.layers * arch.layer_saved_bytes(b)
+    logit_tokens = tokens if logit_tokens is None else logit_tokens
+    head = tokens * (arch.head_saved_bytes(b) - arch.logits_saved_bytes(b))
     # the logits and log-softmax saved, and their gradients during backward
-    return {"activations": layers + tokens * 2 * arch.head_saved_bytes(b)}
+    logits = logit_tokens * 2 * arch.logits_saved_bytes(b)
+    return {"activations": layers + head + logits}
 
 
 def saved_activation_bytes(arch: Architecture, tokens: int, b: int) -> int:
@@ -246,6 +255,7 @@ class Estimate:
     parts: dict[str, int]  # component -> bytes on one GPU
     budget_gb: float | None  # resources.<stage>.gpu_mem_gb (None: not checked)
     gpus: int
+    phase: str  # the phase at the peak: "train" or "generate"
 
     @property
     def total(self) -> int:
@@ -264,18 +274,36 @@ class Estimate:
         return f"{self.total_gb:.1f} GB per GPU ({parts})"
 
 
-def _peak(fixed: dict, *phases: dict) -> dict:
-    """Fixed state plus the phase (training or generation) with the larger sum."""
-    largest = max(phases, key=lambda phase: sum(phase.values())) if phases else {}
-    return {**fixed, **largest, "runtime allowance": int(RUNTIME_ALLOWANCE)}
+def _peak(fixed: dict, **phases: dict) -> tuple[dict, str]:
+    """Fixed state plus the phase (training or generation) with the larger sum, and its name."""
+    name = max(phases, key=lambda phase: sum(phases[phase].values()))
+    return {**fixed, **phases[name], "runtime allowance": int(RUNTIME_ALLOWANCE)}, name
 
 
 def estimate(plan, art) -> Estimate:
     """Peak per-GPU bytes of one job of the plan (stages in MEMORY_STAGES)."""
-    from sftrl.plan import rlsft_sft_params, stage_resources
+    from sftrl.plan import stage_resources
 
-    config = plan.config
-    resources = stage_resources(config, art.stage)
+    resources = stage_resources(plan.config, art.stage)
+    world = art.params.get("world_size", 1)
+    fixed, phases = _job_memory(plan.config, art)
+    parts, phase = _peak(fixed, **phases)
+    return Estimate(
+        art.stage,
+        art.id,
+        art.label,
+        world,
+        parts,
+        resources.get("gpu_mem_gb"),
+        resources["gpu"],
+        phase,
+    )
+
+
+def _job_memory(config: dict[str, Any], art) -> tuple[dict, dict[str, dict]]:
+    """(fixed state, {phase: its parts}) of one job, in bytes per GPU."""
+    from sftrl.plan import rlsft_sft_params
+
     arch = architecture(config["model"])
     prompt = config["sft"]["max_length"]
     p = art.params
@@ -286,45 +314,39 @@ def estimate(plan, art) -> Estimate:
         # the last try prefills the prompt and every earlier answer and feedback
         prefill = prompt + (tries - 1) * (new + FEEDBACK_TOKENS)
         sequences = p["batch_size"] * p["decoding"]["n"]
-        parts = _peak({"weights": b * arch.n_params}, generation(arch, sequences, prefill, new, b))
-        return Estimate(
-            art.stage, art.id, art.label, 1, parts, resources.get("gpu_mem_gb"), resources["gpu"]
-        )
+        return {"weights": b * arch.n_params}, {
+            "generate": generation(arch, sequences, prefill, new, b)
+        }
     dist, world = p["distributed"], p["world_size"]
     b = compute_bytes(dist)
     n_params = arch.n_params
-    phases = []
+    phases: dict[str, dict] = {}
     extra: dict[str, int] = {}
-    if art.stage == "pretrain":
-        phases.append(training_activations(arch, p["batch_size"] * p["max_length"], dist))
-    elif art.stage == "sft":
-        phases.append(training_activations(arch, p["batch_size"] * p["max_length"], dist))
+    if art.stage in ("pretrain", "sft"):
+        phases["train"] = training_activations(arch, p["batch_size"] * p["max_length"], dist)
     elif art.stage == "rlsft":
         sft = rlsft_sft_params(config)
-        phases.append(training_activations(arch, sft["batch_size"] * sft["max_length"], dist))
-        phases.append(generation(arch, p["eval_batch_size"], prompt, p["max_new_tokens"], b))
+        phases["train"] = training_activations(arch, sft["batch_size"] * sft["max_length"], dist)
+        phases["generate"] = generation(arch, p["eval_batch_size"], prompt, p["max_new_tokens"], b)
     elif p["algorithm"] == "ppo":
         n_params += value_head_params(arch.hidden)
-        context = prompt + p["max_new_tokens"]
-        phases.append(training_activations(arch, p["micro_batch_size"] * context, dist))
-        phases.append(generation(arch, p["rollout_batch_size"], prompt, p["max_new_tokens"], b))
+        rows, new = p["micro_batch_size"], p["max_new_tokens"]
+        phases["train"] = training_activations(arch, rows * (prompt + new), dist, rows * (new + 1))
+        phases["generate"] = generation(arch, p["rollout_batch_size"], prompt, new, b)
         if p["track_kl"] or p["kl_coef"] > 0:
             extra["kl reference"] = _reference_bytes(arch, dist, world)
-    else:  # grpo / rloo through TRL
-        context = prompt + p["max_completion_length"]
-        phases.append(training_activations(arch, p["per_device_train_batch_size"] * context, dist))
-        sequences = p["per_device_train_batch_size"] * p["grad_accum"]  # one generation batch
-        phases.append(generation(arch, sequences, prompt, p["max_completion_length"], b))
+    else:  # grpo / rloo through TRL: losses on the completion logits only
+        rows, new = p["per_device_train_batch_size"], p["max_completion_length"]
+        phases["train"] = training_activations(arch, rows * (prompt + new), dist, rows * (new + 1))
+        # one generation batch: every completion of `grad_accum` steps
+        phases["generate"] = generation(arch, rows * p["grad_accum"], prompt, new, b)
         if p["beta"] > 0:
             extra["kl reference"] = _reference_bytes(arch, dist, world)
     fixed = {**training_state(n_params, arch, dist, world), **extra}
-    if dist["engine"] == "deepspeed" and dist["zero_stage"] == 3 and len(phases) > 1:
+    if "generate" in phases and dist["engine"] == "deepspeed" and dist["zero_stage"] == 3:
         # generation needs every parameter: ZeRO-3 gathers the full model for it
-        phases[1] = {"gathered for generation": b * arch.n_params, **phases[1]}
-    parts = _peak(fixed, *phases)
-    return Estimate(
-        art.stage, art.id, art.label, world, parts, resources.get("gpu_mem_gb"), resources["gpu"]
-    )
+        phases["generate"] = {"gathered for generation": b * arch.n_params, **phases["generate"]}
+    return fixed, phases
 
 
 def _reference_bytes(arch: Architecture, dist: dict[str, Any], world: int) -> int:
@@ -386,13 +408,14 @@ COLUMNS = (
 
 def format_table(estimates: list[Estimate]) -> list[str]:
     names = [k for k in COLUMNS if any(e.parts.get(k) for e in estimates)]
-    header = ["stage", "job", "world", *names, "total GB", "budget", ""]
+    header = ["stage", "job", "world", "peak in", *names, "total GB", "budget", ""]
     rows = []
     for e in estimates:
         budget = "-" if e.budget_gb is None or e.gpus == 0 else f"{e.budget_gb:g}"
         verdict = "OVER" if e.over else ("ok" if budget != "-" else "")
         cells = [f"{e.parts[k] / GB:.1f}" if e.parts.get(k) else "-" for k in names]
-        rows.append([e.stage, e.label, str(e.world), *cells, f"{e.total_gb:.1f}", budget, verdict])
+        row = [e.stage, e.label, str(e.world), e.phase, *cells, f"{e.total_gb:.1f}", budget]
+        rows.append([*row, verdict])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return [
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
