@@ -128,7 +128,9 @@ def measured_saved_bytes(model, input_ids) -> int:
     return sum(storages.values())
 
 
-ACTIVATION_TOLERANCE = 0.05
+# Measured: within 0.6% without checkpointing; 5-9% above the hook with it (conservative).
+ACTIVATION_TOLERANCE = 0.02
+CHECKPOINTED_TOLERANCE = 0.10
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -144,6 +146,11 @@ def test_activation_estimate_matches_saved_tensors(index, dtype):
     measured = measured_saved_bytes(model, input_ids)
     estimated = memory.saved_activation_bytes(arch, input_ids.numel(), dtype.itemsize)
     assert abs(estimated - measured) / measured < ACTIVATION_TOLERANCE, (estimated, measured)
+
+    model.gradient_checkpointing_enable()
+    measured = measured_saved_bytes(model, input_ids)
+    estimated = memory.saved_activation_bytes(arch, input_ids.numel(), dtype.itemsize, True)
+    assert 0 <= (estimated - measured) / measured < CHECKPOINTED_TOLERANCE, (estimated, measured)
 
 
 def test_fixed_state_matches_tensors_after_a_real_adamw_step():

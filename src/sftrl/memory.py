@@ -208,27 +208,34 @@ def training_state(n_params: int, arch: Architecture, dist: dict[str, Any], worl
     return state
 
 
+def saved_activation_bytes(
+    arch: Architecture,
+    tokens: int,
+    b: int,
+    checkpointing: bool = False,
+    logit_tokens: int | None = None,
+) -> int:
+    """Bytes autograd saves in one forward over `tokens` tokens (what a saved-tensors hook
+    measures: the tests compare the two). With activation checkpointing each layer keeps only
+    its input. Logits are kept for `logit_tokens` (default: every token)."""
+    per_layer = b * arch.hidden if checkpointing else arch.layer_saved_bytes(b)
+    logit_tokens = tokens if logit_tokens is None else logit_tokens
+    stream = arch.head_saved_bytes(b) - arch.logits_saved_bytes(b)
+    return tokens * (arch.layers * per_layer + stream) + logit_tokens * arch.logits_saved_bytes(b)
+
+
 def training_activations(
     arch: Architecture, tokens: int, dist: dict[str, Any], logit_tokens: int | None = None
 ) -> dict:
-    """Activations of one forward/backward over `tokens` tokens on one GPU (bytes); RL losses
-    need logits of the answer tokens only (`logit_tokens`; default: every token)."""
+    """Peak activations of one forward/backward over `tokens` tokens on one GPU (bytes): what
+    is saved, plus in backward the layer being recomputed (checkpointing) and the gradients
+    of the logits. RL losses need the logits of the answer tokens only (`logit_tokens`)."""
     b = compute_bytes(dist)
-    if dist["activation_checkpointing"]:
-        layers = tokens * (arch.layers * b * arch.hidden + arch.layer_saved_bytes(b))
-    else:
-        layers = tokens * arch.layers * arch.layer_saved_bytes(b)
+    ckpt = dist["activation_checkpointing"]
     logit_tokens = tokens if logit_tokens is None else logit_tokens
-    head = tokens * (arch.head_saved_bytes(b) - arch.logits_saved_bytes(b))
-    # the logits and log-softmax saved, and their gradients during backward
-    logits = logit_tokens * 2 * arch.logits_saved_bytes(b)
-    return {"activations": layers + head + logits}
-
-
-def saved_activation_bytes(arch: Architecture, tokens: int, b: int) -> int:
-    """Bytes autograd saves for one forward over `tokens` tokens without checkpointing (what
-    a saved-tensors hook measures: the tests compare the two)."""
-    return tokens * (arch.layers * arch.layer_saved_bytes(b) + arch.head_saved_bytes(b))
+    saved = saved_activation_bytes(arch, tokens, b, ckpt, logit_tokens)
+    recomputed = tokens * arch.layer_saved_bytes(b) if ckpt else 0
+    return {"activations": saved + recomputed + logit_tokens * arch.logits_saved_bytes(b)}
 
 
 def generation(arch: Architecture, sequences: int, prefill: int, new: int, b: int) -> dict:
