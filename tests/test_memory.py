@@ -283,3 +283,18 @@ def test_gpu_check_smoke_runs_on_cpu(tmp_path):
         assert step["tokens_per_s"] > 0 and step["peak_estimated_bytes"] > 0
         assert step["peak_measured_bytes"] is None  # no peak counter on CPU
     assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "gpu-check.sh")]).returncode == 0
+
+
+def test_memory_estimator_is_out_of_every_id_and_the_launcher_is_in(tmp_path):
+    """Editing the estimator re-plans but never re-trains; the launcher changes how jobs run."""
+    from sftrl import store
+
+    pkg = tmp_path / "sftrl"
+    pkg.mkdir()
+    for name in ("__init__.py", "memory.py", "distributed.py"):
+        (pkg / name).write_text("x = 1\n")
+    base = store.code_hash(pkg)
+    (pkg / "memory.py").write_text("x = 2\n")
+    assert store.code_hash(pkg) == base
+    (pkg / "distributed.py").write_text("x = 2\n")
+    assert store.code_hash(pkg) != base
