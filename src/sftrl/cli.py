@@ -307,14 +307,25 @@ def _add_plan(parser: argparse.ArgumentParser) -> None:
         help="print the manifests of the artifact labelled LABEL and of its evaluation "
         "(e.g. 'uv top=0.2'), for `snakemake -f $(sftrl plan --find ...)`",
     )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="estimated per-GPU memory of every training and evaluation job against its "
+        "resources.<stage>.gpu_mem_gb; exit 1 if any job does not fit",
+    )
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from sftrl.config import SCHEMA_PATH, load_config
+    from sftrl.config import SCHEMA_PATH, ConfigError, load_config
     from sftrl.plan import Plan
 
-    config = load_config(SCHEMA_PATH.parents[2] / "config.yaml", *args.configfile)
-    plan = Plan(config)
+    try:
+        config = load_config(SCHEMA_PATH.parents[2] / "config.yaml", *args.configfile)
+        plan = Plan(config, check_memory=not args.memory)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.memory:
+        return _print_memory_plan(plan)
     if args.find:
         found = [a for a in plan.artifacts.values() if a.label == args.find]
         if not found:
@@ -329,6 +340,35 @@ def _run_plan(args: argparse.Namespace) -> int:
     for art in plan.artifacts.values():
         done = "done" if Path(art.manifest).is_file() else "to do"
         print(f"{art.stage:<9} {art.id}  {done:<6} {art.label}")
+    return 0
+
+
+def _print_memory_plan(plan) -> int:
+    from sftrl import memory
+
+    estimates = memory.memory_plan(plan)
+    arch = memory.architecture(plan.config["model"])
+    dist = plan.config["distributed"]
+    engine = dist["engine"]
+    if engine == "deepspeed":
+        offload = [
+            k.removeprefix("offload_") for k in ("offload_optimizer", "offload_params") if dist[k]
+        ]
+        engine += f" ZeRO-{dist['zero_stage']}" + (
+            f", {'+'.join(offload)} offload" if offload else ""
+        )
+    print(
+        f"model {arch.name}: {arch.n_params / 1e9:.3f} B parameters, {arch.layers} layers "
+        f"(text), hidden {arch.hidden}; engine {engine}, mixed precision "
+        f"{dist['mixed_precision']}, activation checkpointing {dist['activation_checkpointing']}"
+    )
+    print("estimated peak memory per GPU, GB (1 GB = 1e9 bytes):")
+    for line in memory.format_table(estimates):
+        print(line)
+    over = [e for e in estimates if e.over]
+    if over:
+        print(memory.refusal(over), file=sys.stderr)
+        return 1
     return 0
 
 

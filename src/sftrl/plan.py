@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftrl.config import ConfigError, load_schema
+from sftrl.distributed import world_size
 from sftrl.store import artifact_id, code_fingerprint, presentation_hash
 
 # The paper's figures, one rule each: results/figures/<name>.pdf
@@ -79,13 +81,27 @@ class ModelRef:
 class Plan:
     """Builds every artifact of a validated config in dependency order."""
 
-    def __init__(self, config: dict[str, Any], fingerprint: dict | None = None):
+    def __init__(
+        self, config: dict[str, Any], fingerprint: dict | None = None, check_memory: bool = True
+    ):
         self.config = config
         self.root = config["results"]
         self.fingerprint = fingerprint if fingerprint is not None else code_fingerprint()
         self.artifacts: dict[str, Artifact] = {}
         self.by_stage: dict[str, list[Artifact]] = {}
         self._build()
+        if check_memory:
+            self.check_memory()
+
+    def check_memory(self) -> None:
+        """Refuse (before any job) a GPU job whose per-GPU estimate exceeds its gpu_mem_gb."""
+        from sftrl import memory
+
+        if not memory.needs_check(self.config):
+            return  # no GPU stage with a budget: nothing to check (and no model to build)
+        over = memory.over_budget(self)
+        if over:
+            raise ConfigError(memory.refusal(over))
 
     # -- bookkeeping -------------------------------------------------------------------
     def add(
@@ -141,12 +157,15 @@ class Plan:
         else:
             self.evaluate(self.artifacts[self.base.key])
 
-        sft_params = {
-            **cfg["sft"],
-            "seed": cfg["seed"],
-            "model": self._model_params(),
-            **self._rendering(),
-        }
+        sft_params = self._training(
+            "sft",
+            {
+                **cfg["sft"],
+                "seed": cfg["seed"],
+                "model": self._model_params(),
+                **self._rendering(),
+            },
+        )
         self.sft = self.add(
             "sft",
             sft_params,
@@ -168,6 +187,18 @@ class Plan:
         self._spectra()
         self._surgery()
         self._tables()
+
+    def _training(self, stage: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A training stage's params with what the number of processes changes: the world
+        size, the global batch (examples per optimizer step over all processes) and the
+        distributed engine. A 4-GPU and an 8-GPU run never share an id."""
+        world = world_size(stage_resources(self.config, stage)["gpu"])
+        return {
+            **params,
+            "world_size": world,
+            "global_batch_size": global_batch_size(self.config, stage, params, world),
+            "distributed": self.config["distributed"],
+        }
 
     def _rule(self, role: str) -> dict[str, Any]:
         return self.config["game"]["rules"][self.config["game"][role]]
@@ -200,7 +231,10 @@ class Plan:
             return ModelRef(f"hf:{model['hf_path']}", model["hf_path"], "base")
         pretrain = self.add(
             "pretrain",
-            {**self.config["pretrain"], "seed": self.config["seed"], "model": model["tiny"]},
+            self._training(
+                "pretrain",
+                {**self.config["pretrain"], "seed": self.config["seed"], "model": model["tiny"]},
+            ),
             {"data": self.data.id},
             {"data": self.data.dir},
             "base",
@@ -252,15 +286,18 @@ class Plan:
                     start = epoch_name(epoch)
                     run = self.add(
                         "rl",
-                        {
-                            "algorithm": algorithm,
-                            "seed": seed,
-                            "start": start,
-                            "start_epoch": epoch,
-                            **algo_params,
-                            "reward_mode": self.config["reward"]["mode"],
-                            **self._rendering(generates=algorithm != "ppo"),
-                        },
+                        self._training(
+                            "rl",
+                            {
+                                "algorithm": algorithm,
+                                "seed": seed,
+                                "start": start,
+                                "start_epoch": epoch,
+                                **algo_params,
+                                "reward_mode": self.config["reward"]["mode"],
+                                **self._rendering(generates=algorithm != "ppo"),
+                            },
+                        ),
                         {"data": self.data.id, "sft": self.sft.id, "base": self.base.key},
                         {
                             "data": self.data.dir,
@@ -287,12 +324,15 @@ class Plan:
                 continue
             branch = self.add(
                 "rlsft",
-                {
-                    **cfg,
-                    "seed": self.config["seed"],
-                    "reward_mode": self.config["reward"]["mode"],
-                    **self._rendering(),
-                },
+                self._training(
+                    "rlsft",
+                    {
+                        **cfg,
+                        "seed": self.config["seed"],
+                        "reward_mode": self.config["reward"]["mode"],
+                        **self._rendering(),
+                    },
+                ),
                 {"rl": run.id, "data": self.data.id},
                 {"data": self.data.dir, "start_model": run.model_path("final")},
                 f"sft after {run.label}",
@@ -384,6 +424,52 @@ class Plan:
             for role, pid in art.parents.items()
             if pid in self.artifacts
         }
+
+
+def stage_resources(config: dict[str, Any], stage: str) -> dict[str, Any]:
+    """A stage's resources: the config's `resources.default` overridden by its own section."""
+    return {**config["resources"]["default"], **config["resources"].get(stage, {})}
+
+
+def rlsft_sft_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The SFT settings of the RL -> SFT branch: `rlsft.sft` over the SFT stage's defaults
+    (what sftrl.train.rlsft runs; the schema's defaults equal the module's)."""
+    sft = load_schema()["properties"]["sft"]["properties"]
+    defaults = {k: v["default"] for k, v in sft.items() if "default" in v}
+    return {**defaults, **config["rlsft"]["sft"]}
+
+
+def global_batch_size(config: dict[str, Any], stage: str, params: dict, world: int) -> int:
+    """Examples per optimizer step over all processes; a batch the GPU count cannot form
+    fails here, naming the config keys (the plan is built before any job)."""
+    gpu_key = f"resources.{stage}.gpu"
+    if stage == "pretrain":
+        return params["batch_size"] * world
+    if stage == "sft":
+        total = params["batch_size"] * params["grad_accum"] * world
+        wanted = params.get("global_batch_size")
+        if wanted is not None and wanted != total:
+            raise ConfigError(
+                f"config key sft.global_batch_size = {wanted}: sft.batch_size "
+                f"{params['batch_size']} x sft.grad_accum {params['grad_accum']} x {gpu_key} "
+                f"{world} = {total}; change one of them so the product is {wanted}"
+            )
+        return total
+    if stage == "rlsft":
+        sft = rlsft_sft_params(config)
+        return sft["batch_size"] * sft["grad_accum"] * world
+    if params["algorithm"] == "ppo":  # episodes per optimizer step
+        return params["minibatch_size"] * world
+    section = f"rl.{params['algorithm']}"
+    total = params["per_device_train_batch_size"] * params["grad_accum"] * world
+    if total % params["num_generations"]:
+        raise ConfigError(
+            f"config key {section}.num_generations = {params['num_generations']} must divide "
+            f"{section}.per_device_train_batch_size {params['per_device_train_batch_size']} x "
+            f"{section}.grad_accum {params['grad_accum']} x {gpu_key} {world} = {total} "
+            "(completions per step come in whole groups)"
+        )
+    return total
 
 
 def rl_checkpoints(params: dict[str, Any]) -> list[str]:

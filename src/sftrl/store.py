@@ -62,6 +62,8 @@ FINGERPRINT_PACKAGES = (
 # (`presentation_hash`), so they alone rerun when it changes.
 PRESENTATION_FILES = frozenset({"figures.py", "cli.py", "tables.py"})
 PRESENTATION_PREFIX = "report"  # sftrl/report.py, sftrl/report/..., sftrl/reports/...
+# Plan-time checks decide whether a job may start, never what it computes: out of every id too.
+PLAN_CHECK_FILES = frozenset({"memory.py"})
 
 SPEC_KEYS = ("stage", "id", "params", "parents", "inputs", "root")
 
@@ -113,7 +115,7 @@ _FINGERPRINT_CACHE: dict[str, Any] | None = None
 
 
 def _is_presentation(rel: Path) -> bool:
-    if rel.as_posix() in PRESENTATION_FILES:
+    if rel.as_posix() in PRESENTATION_FILES | PLAN_CHECK_FILES:
         return True
     return rel.parts[0].startswith(PRESENTATION_PREFIX)
 

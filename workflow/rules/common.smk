@@ -2,7 +2,8 @@ import json
 import os
 
 from sftrl.config import validate_config
-from sftrl.plan import FIGURES, Plan
+from sftrl.distributed import launch_command
+from sftrl.plan import FIGURES, Plan, stage_resources
 from sftrl.store import presentation_hash
 
 # Offline and quiet: nothing may be downloaded, and telemetry pings would hang offline.
@@ -40,19 +41,13 @@ def spec_json(stage):
 
 def res(stage, key):
     """Portable resources of a stage, from the config's `resources` section."""
-    merged = {**config["resources"]["default"], **config["resources"].get(stage, {})}
-    return merged[key]
+    return stage_resources(config, stage)[key]
 
 
 def launcher(stage):
-    """`python` on one device; `accelerate launch` when a training job asks for several GPUs."""
-    gpus = res(stage, "gpu")
-    if gpus > 1:
-        accelerate_config = os.path.join(
-            workflow.basedir, "configs/accelerate/multi-gpu.yaml"
-        )
-        return f"accelerate launch --num_processes {gpus} --config_file {accelerate_config}"
-    return "python"
+    """`python` on one device; `accelerate launch` (from the config's `distributed` section)
+    when a training job asks for several GPUs."""
+    return launch_command(config["distributed"], res(stage, "gpu"))
 
 
 def figure_settings(name):
