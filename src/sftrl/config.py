@@ -13,6 +13,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from sftrl.checks import plan_problems
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -95,7 +97,7 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(e) for e in errors))
-    problems = _semantic_checks(config)
+    problems = _semantic_checks(config) or plan_problems(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return config
