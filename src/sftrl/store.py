@@ -65,6 +65,10 @@ PRESENTATION_PREFIX = "report"  # sftrl/report.py, sftrl/report/..., sftrl/repor
 
 SPEC_KEYS = ("stage", "id", "params", "parents", "inputs", "root")
 
+# The manifest's hash of its own other fields: an edited summary (read by downstream stages,
+# e.g. the data stage's held-out multisets) is caught like an edited file.
+INTEGRITY_KEY = "manifest_sha256"
+
 
 # --------------------------------------------------------------------------- canonical JSON
 
@@ -349,6 +353,7 @@ def _finalize(tmp: Path, fields: dict[str, Any], seconds: float) -> None:
         "seconds": round(seconds, 3),
         "files": files,
     }
+    manifest[INTEGRITY_KEY] = manifest_hash(manifest)
     text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     with (tmp / MANIFEST_NAME).open("w", encoding="utf-8") as handle:
         handle.write(text + "\n")
@@ -415,6 +420,26 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def manifest_hash(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of every manifest field but the hash itself."""
+    body = {key: value for key, value in manifest.items() if key != INTEGRITY_KEY}
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def _links_and_empty_dirs(directory: Path) -> list[str]:
+    """Symlinks anywhere under ``directory`` and directories that hold no file."""
+    problems = []
+    for current, dirs, names in os.walk(directory):
+        here = Path(current)
+        for name in sorted(dirs + names):
+            if (here / name).is_symlink():
+                rel = (here / name).relative_to(directory).as_posix()
+                problems.append(f"{rel}: symlink (artifacts hold plain files only)")
+        if here != directory and not any(path.is_file() for path in here.rglob("*")):
+            problems.append(f"{here.relative_to(directory).as_posix()}/: extra empty directory")
+    return problems
+
+
 def _safe_relpath(rel: str) -> bool:
     parts = Path(rel).parts
     return bool(parts) and not Path(rel).is_absolute() and ".." not in parts
@@ -439,6 +464,14 @@ def verify(path: str | os.PathLike[str]) -> list[str]:
         return [f"{MANIFEST_NAME}: corrupt manifest (no 'files' table)"]
 
     problems = []
+    try:
+        stored = manifest.get(INTEGRITY_KEY)
+        if stored is None:
+            problems.append(f"{MANIFEST_NAME}: no {INTEGRITY_KEY} (written by an older sftrl?)")
+        elif stored != manifest_hash(manifest):
+            problems.append(f"{MANIFEST_NAME}: edited (fields do not match its {INTEGRITY_KEY})")
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{MANIFEST_NAME}: cannot hash ({exc})")
     try:
         recomputed = artifact_id(
             manifest["stage"], manifest["params"], manifest["parents"], manifest["fingerprint"]
@@ -477,7 +510,45 @@ def verify(path: str | os.PathLike[str]) -> list[str]:
     for rel in _content_files(directory):
         if rel not in files:
             problems.append(f"{rel}: extra file not in {MANIFEST_NAME}")
-    return problems
+    return problems + _links_and_empty_dirs(directory)
+
+
+def _is_artifact_name(name: str) -> bool:
+    return len(name) == ID_LENGTH and all(c in "0123456789abcdef" for c in name)
+
+
+def verify_store(root: str | os.PathLike[str]) -> list[tuple[str, list[str]]]:
+    """Verify every artifact under ``root``; report what is neither artifact nor temp dir.
+
+    Returns ``(label, problems)`` pairs: one per artifact directory (``stage/id``; a missing or
+    unreadable manifest is a problem), and one per stray entry of a stage directory (a file, a
+    directory not named like an id, a symlink) or symlink at the top. Temp dirs of running or
+    dead jobs are left to ``gc``. A top-level directory holding no subdirectory (``figures/``)
+    is workflow output, not a stage. ``[]`` problems means intact.
+    """
+    root = Path(root)
+    report: list[tuple[str, list[str]]] = []
+    if not root.is_dir():
+        return report
+    for top in sorted(root.iterdir()):
+        if top.is_symlink():
+            report.append((top.name, [f"{top}: symlink in the store"]))
+            continue
+        if not top.is_dir() or not any(child.is_dir() for child in top.iterdir()):
+            continue
+        for path in sorted(top.iterdir()):
+            label = f"{top.name}/{path.name}"
+            if path.name.startswith(TEMP_PREFIX) and path.is_dir() and not path.is_symlink():
+                continue
+            if path.is_symlink():
+                report.append((label, [f"{path}: symlink in the store"]))
+            elif not path.is_dir():
+                report.append((label, [f"{path}: extra file in a stage directory"]))
+            elif not _is_artifact_name(path.name):
+                report.append((label, [f"{path}: extra directory (not an artifact id)"]))
+            else:
+                report.append((label, verify(path)))
+    return report
 
 
 # --------------------------------------------------------------------------- listing, gc
