@@ -44,6 +44,16 @@ BAD = [
     ({"pretrain": {"corpus": {"format_weights": {"mappng": 1.0}}}}, "format_weights.mappng"),
     ({"pretrain": {"corpus": {"rule_weights": {"id": "high"}}}}, "rule_weights.id"),
     ({"pretrain": {"corpus": {"targets": [24, "x"]}}}, "pretrain.corpus.targets.1"),
+    ({"pretrain": {"corpus": {"rules": [{"face_values": [1, 2, 3]}]}}}, "pretrain.corpus.rules"),
+    # the corpus sampler's own checks
+    ({"pretrain": {"corpus": {"random_base": "nope"}}}, "pretrain.corpus"),
+    ({"pretrain": {"corpus": {"rule_weights": {"idd": 1.0}}}}, "pretrain.corpus"),
+    ({"pretrain": {"corpus": {"n_lines": 3}}}, "pretrain.corpus.n_lines"),
+    # fractions and rates out of range
+    ({"pretrain": {"corpus": {"verbose_fraction": 1.5}}}, "pretrain.corpus.verbose_fraction"),
+    ({"rl": {"ppo": {"gamma": 1.1}}}, "rl.ppo.gamma"),
+    ({"rl": {"ppo": {"temperature": 0}}}, "rl.ppo.temperature"),
+    ({"eval": {"limit": 0}}, "eval.limit"),
     # rules: unsolvable, impossible, too few multisets to split
     ({"game": {"rules": {"ood": {"n_cards": 2, "target": 997}}}}, "game.rules.ood"),
     ({"game": {"rules": {"id": {"n_cards": 2, "min_face_cards": 3}}}}, "game.rules.id"),
@@ -75,6 +85,8 @@ def test_good_variants_still_pass():
     load_config(*MICRO, overrides={"spectrum": {"modules": ["q_proj", "mlp"], "k": 4}})
     load_config(*MICRO, overrides={"surgery": {"reset": [{"layers": "0,1"}, {"layers": "all"}]}})
     load_config(*MICRO, overrides={"sft": {"lora": {"r": 4, "alpha": 8}}})
+    rules = {"id": {"face_values": [10, 10, 10]}, "ood": {"face_values": [11, 12, 13]}}
+    load_config(*MICRO, overrides={"pretrain": {"corpus": {"rules": rules}}})
     load_config(*MICRO, overrides={"model": {"source": "hf", "hf_path": "Qwen/Qwen2.5-0.5B"}})
 
 

@@ -14,7 +14,6 @@ split names in `sftrl.data`, k specs in `sftrl.spectrum`, layer selections in
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from functools import lru_cache
@@ -23,8 +22,6 @@ from typing import Any
 
 # The OOD-peak pick (spectrum and surgery donor) reads the SFT evaluation on this split.
 OOD_PEAK_SPLIT = "ood"
-# Keys of a surgery.uv entry that are k specs (counts or fractions of each matrix's rank).
-UV_K = ("top", "tail")
 # Solving every hand of a 6-card rule takes minutes: the data stage does it, the plan does not.
 MAX_PLAN_CARDS = 5
 
@@ -36,7 +33,8 @@ class ConfigWarning(UserWarning):
 def plan_problems(config: dict[str, Any]) -> list[str]:
     """Every problem of a schema-valid config, one string each, naming the key; warns as well."""
     problems: list[str] = []
-    for check in (_model, _hf_path, _batches, _rules, _splits, _k_specs, _layers, _modules):
+    checks = (_model, _hf_path, _corpus, _batches, _rules, _splits, _k_specs, _layers, _modules)
+    for check in checks:
         problems += check(config)
     return problems
 
@@ -80,7 +78,7 @@ def _hf_path(config: dict) -> list[str]:
 
 
 def _looks_local(path: str) -> bool:
-    return path.startswith(("/", "./", "../", "~")) or os.sep + os.sep in path
+    return path.startswith(("/", "./", "../", "~"))
 
 
 def _is_hub_id(path: str) -> bool:
@@ -120,6 +118,27 @@ def _hf_config(path: str) -> dict | None:
         return json.loads(local.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _corpus(config: dict) -> list[str]:
+    """The pre-training corpus sampler's own checks, run on the config's options."""
+    if config["model"]["source"] != "tiny":
+        return []
+    from sftrl.corpus import CorpusSampler
+
+    pretrain = config["pretrain"]
+    options = {k: v for k, v in pretrain["corpus"].items() if k != "n_lines"}
+    try:
+        CorpusSampler(config["seed"], **options)
+    except ValueError as exc:
+        return [f"config key pretrain.corpus: {exc}"]
+    n_lines = pretrain["corpus"]["n_lines"]
+    if n_lines is not None and n_lines < pretrain["batch_size"]:
+        return [
+            f"config key pretrain.corpus.n_lines = {n_lines}: fewer lines than "
+            f"pretrain.batch_size = {pretrain['batch_size']}"
+        ]
+    return []
 
 
 # ---------------------------------------------------------------------------- batches

@@ -105,6 +105,12 @@ class CorpusSampler:
         missing = set(self.opt["rule_weights"]) - set(self.rules) - {"random"}
         if missing:
             raise ValueError(f"rule_weights name rules {sorted(missing)} not in {sorted(table)}")
+        if "random" in self.opt["rule_weights"]:
+            if self.opt["random_base"] not in self.rules:
+                raise ValueError(f"random_base {self.opt['random_base']!r} not in {sorted(table)}")
+            low, high = self.opt["random_face_range"]
+            if low > high:
+                raise ValueError(f"random_face_range {[low, high]} is reversed")
         self.tables: dict[tuple[int, int], dict] = {}  # (target, n_cards) -> {values: solutions}
         faces = [v for r in self.rules.values() for v in r.face_values]
         self.max_value = max(13, self.opt["random_face_range"][1], *faces)
