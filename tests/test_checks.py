@@ -29,6 +29,7 @@ BAD = [
     ({"rl": {"grpo": {"num_generations": 3}}}, "rl.grpo.num_generations"),
     ({"rl": {"ppo": {"minibatch_size": 0}}}, "rl.ppo.minibatch_size"),
     ({"rl": {"ppo": {"rollout_batch_size": 0}}}, "rl.ppo.rollout_batch_size"),
+    ({"rl": {"ppo": {"minibatch_size": 3}}}, "rl.ppo.minibatch_size"),
     ({"sft": {"grad_accum": 0}}, "sft.grad_accum"),
     ({"sft": {"batch_size": 0}}, "sft.batch_size"),
     ({"pretrain": {"max_length": 0}}, "pretrain.max_length"),
@@ -54,6 +55,8 @@ BAD = [
     ({"rl": {"ppo": {"gamma": 1.1}}}, "rl.ppo.gamma"),
     ({"rl": {"ppo": {"temperature": 0}}}, "rl.ppo.temperature"),
     ({"eval": {"limit": 0}}, "eval.limit"),
+    ({"eval": {"device": "gpu"}}, "eval.device"),
+    ({"resources": {"spectra": {"gpu": 1}}}, "resources.spectra"),
     # rules: unsolvable, impossible, too few multisets to split
     ({"game": {"rules": {"ood": {"n_cards": 2, "target": 997}}}}, "game.rules.ood"),
     ({"game": {"rules": {"id": {"n_cards": 2, "min_face_cards": 3}}}}, "game.rules.id"),
@@ -106,6 +109,8 @@ def test_hf_depth_read_from_config_json(tmp_path):
 def test_few_distinct_hands_warn_of_duplicates():
     with pytest.warns(ConfigWarning, match="data.eval_hands.*eval_id_unseen"):
         load_config(*MICRO, overrides={"data": {"eval_hands": 5000}})
+    with pytest.warns(ConfigWarning, match="eval.decoding.n"):
+        load_config(*MICRO, overrides={"eval": {"decoding": {"n": 4}}})
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConfigWarning)
         load_config(*MICRO)
@@ -162,3 +167,24 @@ def test_snakemake_dry_run_rejects_naming_the_key(tmp_path, override, named):
     assert proc.returncode != 0
     assert named in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_grpo_batch_rule_is_the_trainers():
+    from sftrl.checks import grpo_group_problem
+    from sftrl.train.grpo import prompts_per_step
+
+    for batch in (4, 6, 8):
+        for accum in (1, 3):
+            for generations in (2, 3, 4, 8):
+                for world in (1, 2):
+                    p = {
+                        "per_device_train_batch_size": batch,
+                        "grad_accum": accum,
+                        "num_generations": generations,
+                    }
+                    try:
+                        prompts_per_step(p, world)
+                        trainer_ok = True
+                    except ValueError:
+                        trainer_ok = False
+                    assert trainer_ok == (grpo_group_problem(p, world) is None), p

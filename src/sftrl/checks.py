@@ -1,14 +1,15 @@
 """Plan-time checks: what a schema-valid config implies, checked before any job runs.
 
 JSON Schema checks each value on its own. These checks combine values the way the stages will:
-the tiny model's widths and depth, the batch arithmetic of GRPO/RLOO, the hands each rule can
-deal, which data and evaluation splits exist, k fractions, module filters against the tiny
-model's tensor names, layer ranges against its depth, the HF model path. Each problem names the
-config key. `config.validate_config` calls `plan_problems` after the schema passes.
+the tiny model's widths and depth, the batch arithmetic of PPO and GRPO/RLOO, the hands each
+rule can deal, which data and evaluation splits exist, k fractions, module filters against the
+tiny model's tensor names, layer ranges against its depth, the HF model path. Each problem
+names the config key. `config.validate_config` calls `plan_problems` after the schema passes.
 
-Each rule lives where the stage applies it (the GRPO batch rule in `sftrl.train.grpo`, the
-split names in `sftrl.data`, k specs in `sftrl.spectrum`, layer selections in
-`sftrl.surgery`); this module only calls those with the config's values.
+Each rule lives where the stage applies it (the split names in `sftrl.data`, k specs in
+`sftrl.spectrum`, layer selections in `sftrl.surgery`, the corpus options in `sftrl.corpus`);
+this module calls those with the config's values. The plan must not import torch (every
+`snakemake` call runs it), so the GRPO batch rule is restated here, kept equal by a test.
 """
 
 from __future__ import annotations
@@ -33,8 +34,18 @@ class ConfigWarning(UserWarning):
 def plan_problems(config: dict[str, Any]) -> list[str]:
     """Every problem of a schema-valid config, one string each, naming the key; warns as well."""
     problems: list[str] = []
-    checks = (_model, _hf_path, _corpus, _batches, _rules, _splits, _k_specs, _layers, _modules)
-    for check in checks:
+    for check in (
+        _model,
+        _hf_path,
+        _corpus,
+        _batches,
+        _decoding,
+        _rules,
+        _splits,
+        _k_specs,
+        _layers,
+        _modules,
+    ):
         problems += check(config)
     return problems
 
@@ -144,24 +155,54 @@ def _corpus(config: dict) -> list[str]:
 # ---------------------------------------------------------------------------- batches
 
 
-def _batches(config: dict) -> list[str]:
-    from sftrl.train.grpo import prompts_per_step
+def grpo_group_problem(params: dict, world_size: int) -> str | None:
+    """GRPO/RLOO's batch rule: the completions of one step hold whole groups. The same rule as
+    `sftrl.train.grpo.prompts_per_step` (a test keeps them equal), without importing torch:
+    every `snakemake` call runs the plan."""
+    completions = params["per_device_train_batch_size"] * params["grad_accum"] * world_size
+    if completions % params["num_generations"]:
+        return (
+            f"per_device_train_batch_size {params['per_device_train_batch_size']} x grad_accum "
+            f"{params['grad_accum']} x world size {world_size} = {completions} completions per "
+            f"step is not a multiple of num_generations {params['num_generations']}"
+        )
+    return None
 
-    gpus = config["resources"].get("rl", {}).get("gpu", config["resources"]["default"]["gpu"])
+
+def _batches(config: dict) -> list[str]:
+    resources = config["resources"]
+    world_size = max(1, resources.get("rl", {}).get("gpu", resources["default"]["gpu"]))
     problems = []
-    for algorithm in config["rl"]["algorithms"]:
-        if algorithm not in ("grpo", "rloo"):
-            continue
-        params = config["rl"][algorithm]
-        try:
-            prompts_per_step(params, world_size=max(1, gpus))
-        except ValueError as exc:
+    if "ppo" in config["rl"]["algorithms"]:
+        # PPO's update loop takes whole minibatches: a remainder of the rollout is never trained on
+        ppo = config["rl"]["ppo"]
+        rollout, minibatch = ppo["rollout_batch_size"], ppo["minibatch_size"]
+        if rollout % minibatch:
             problems.append(
-                f"config key rl.{algorithm}.num_generations = {params['num_generations']}: {exc} "
-                f"(per_device_train_batch_size {params['per_device_train_batch_size']}, "
-                f"grad_accum {params['grad_accum']}, world size {max(1, gpus)})"
+                f"config key rl.ppo.minibatch_size = {minibatch}: must divide "
+                f"rl.ppo.rollout_batch_size = {rollout}"
+            )
+    for algorithm in ("grpo", "rloo"):
+        params = config["rl"][algorithm]
+        problem = grpo_group_problem(params, world_size)
+        if algorithm in config["rl"]["algorithms"] and problem:
+            problems.append(
+                f"config key rl.{algorithm}.num_generations = {params['num_generations']}: "
+                f"{problem}"
             )
     return problems
+
+
+def _decoding(config: dict) -> list[str]:
+    decoding = config["eval"]["decoding"]
+    if decoding["temperature"] == 0 and decoding["n"] > 1:
+        warnings.warn(
+            f"config key eval.decoding.n = {decoding['n']}: greedy decoding (temperature 0) "
+            "gives the same answer n times",
+            ConfigWarning,
+            stacklevel=2,
+        )
+    return []
 
 
 # ---------------------------------------------------------------------------- rules and hands

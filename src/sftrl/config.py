@@ -7,6 +7,7 @@ fails before any job starts, with a message that names the key, the value and wh
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = sorted(error.schema.get("properties", {})) + sorted(
             error.schema.get("patternProperties", {})
         )
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+        extra = sorted(
+            name
+            for name in set(error.instance) - set(error.schema.get("properties", {}))
+            if not any(p.search(name) for p in patterns)
+        )
         where = f"{key}." if error.absolute_path else ""
         return (
             f"config key {where}{extra[0] if extra else '?'} is not allowed "
