@@ -445,25 +445,12 @@ def _safe_relpath(rel: str) -> bool:
     return bool(parts) and not Path(rel).is_absolute() and ".." not in parts
 
 
-def verify(path: str | os.PathLike[str]) -> list[str]:
-    """Re-hash an artifact; return one problem string per altered, missing or extra file.
+def manifest_problems(manifest: Mapping[str, Any], directory_name: str) -> list[str]:
+    """The manifest's own integrity: its hash, its id against its contents and its directory.
 
-    Also reports a missing or corrupt manifest, and a manifest whose id does not match its
-    own stage/params/parents/fingerprint or its directory name. ``[]`` means intact.
+    Cheap (no file is re-hashed): a stage can check its parents' manifests before reading them.
     """
-    manifest_file = _manifest_path(path)
-    directory = manifest_file.parent
-    try:
-        manifest = read_manifest(manifest_file)
-    except FileNotFoundError:
-        return [f"{MANIFEST_NAME}: missing (incomplete or not an artifact)"]
-    except ValueError as exc:
-        return [f"{MANIFEST_NAME}: {exc}"]
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        return [f"{MANIFEST_NAME}: corrupt manifest (no 'files' table)"]
-
-    problems = []
+    problems: list[str] = []
     try:
         stored = manifest.get(INTEGRITY_KEY)
         if stored is None:
@@ -484,11 +471,32 @@ def verify(path: str | os.PathLike[str]) -> list[str]:
                 f"{MANIFEST_NAME}: edited (id {manifest.get('id')} but its contents hash to "
                 f"{recomputed})"
             )
-    if manifest.get("id") != directory.name:
+    if manifest.get("id") != directory_name:
         problems.append(
-            f"{MANIFEST_NAME}: id {manifest.get('id')} does not match directory {directory.name}"
+            f"{MANIFEST_NAME}: id {manifest.get('id')} does not match directory {directory_name}"
         )
+    return problems
 
+
+def verify(path: str | os.PathLike[str]) -> list[str]:
+    """Re-hash an artifact; return one problem string per altered, missing or extra file.
+
+    Also reports a missing or corrupt manifest, a manifest edited since it was written
+    (`manifest_problems`), symlinks and empty directories. ``[]`` means intact.
+    """
+    manifest_file = _manifest_path(path)
+    directory = manifest_file.parent
+    try:
+        manifest = read_manifest(manifest_file)
+    except FileNotFoundError:
+        return [f"{MANIFEST_NAME}: missing (incomplete or not an artifact)"]
+    except ValueError as exc:
+        return [f"{MANIFEST_NAME}: {exc}"]
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return [f"{MANIFEST_NAME}: corrupt manifest (no 'files' table)"]
+
+    problems = manifest_problems(manifest, directory.name)
     for rel, expected in sorted(files.items()):
         if not _safe_relpath(rel) or not isinstance(expected, dict):
             problems.append(f"{rel}: invalid entry in {MANIFEST_NAME}")
