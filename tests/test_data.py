@@ -104,3 +104,53 @@ def test_answer_format_sets_the_sft_completions():
         r["prompt"] for r in build_splits(data_artifact(Path("unused")).params)[0]["rl_prompts"]
     ]
     assert [r["prompt"] for r in rows["rl_prompts"]] == spaced_prompts  # prompts are unchanged
+
+
+def test_draw_stops_with_a_clear_error_when_no_allowed_hand_comes(monkeypatch):
+    import random
+
+    from sftrl import data
+
+    monkeypatch.setattr(data, "MAX_DRAWS", 300)
+    with pytest.raises(ValueError, match="split eval_id_unseen: no allowed hand in 300 draws"):
+        data.draw_hands(
+            random.Random(0), Rule.from_config("id"), 5, lambda key: False, "split eval_id_unseen"
+        )
+
+
+def test_train_rule_with_its_own_face_values_is_keyed_like_its_hands():
+    """Held-out keys come from the hands' ID keys: a train rule with J/Q/K != 10 used to spin."""
+    params = data_artifact(Path("unused")).params
+    params["train_rule"] = {"name": "faces", "face_values": [11, 12, 13], "min_face_cards": 1}
+    rows, summary = build_splits(params)
+    unseen = set(summary["unseen_multisets"])
+    assert all("10" in key.split("-") for key in unseen)  # every hand holds a face card
+    assert {r["multiset"] for r in rows["eval_id_unseen"]} <= unseen
+    assert summary["unseen_in_training"] == 0
+
+
+def test_hand_counts_cover_every_ordering():
+    from sftrl.data import id_hand_counts
+
+    counts = id_hand_counts(Rule(name="two", face_values=(10, 10, 10), target=20, n_cards=2))
+    # 10+10: any of 10, J, Q, K twice (4 x 4); 2*10: A 2 and one of four tens, two orders; 4*5
+    assert counts == {"10-10": 16, "2-10": 8, "4-5": 2}
+
+
+def test_corpus_draw_stops_with_a_clear_error_on_an_unreachable_target(monkeypatch):
+    import sftrl.game.rules
+    from sftrl.corpus import generate_corpus
+
+    monkeypatch.setattr(sftrl.game.rules, "MAX_DRAWS", 300)
+    two_cards = {"id": Rule(name="id", face_values=(10, 10, 10), n_cards=2)}
+    with pytest.raises(ValueError, match="pretrain.corpus: no solvable.*target 997 in 300 draws"):
+        generate_corpus(
+            5,
+            0,
+            targets=[997],
+            reserved_target=997,
+            verbose_fraction=0.0,
+            format_weights={"solve": 1.0},
+            rule_weights={"id": 1.0},
+            rules=two_cards,
+        )

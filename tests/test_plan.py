@@ -74,10 +74,10 @@ def test_ood_peak_choice_depends_on_the_sft_evaluation():
 
 
 def test_hf_model_source_has_no_pretrain_stage():
-    p = plan(model={"source": "hf", "hf_path": "/models/qwen"})
+    p = plan(model={"source": "hf", "hf_path": "Qwen/Qwen2.5-0.5B"})
     assert not p.stage("pretrain")
-    assert p.sft.inputs["base_model"] == "/models/qwen"
-    assert p.sft.parents["base"] == "hf:/models/qwen"
+    assert p.sft.inputs["base_model"] == "Qwen/Qwen2.5-0.5B"
+    assert p.sft.parents["base"] == "hf:Qwen/Qwen2.5-0.5B"
 
 
 def test_reporting_code_reruns_only_reporting():

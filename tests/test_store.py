@@ -349,6 +349,60 @@ def test_verify_size_change_and_manifest_problems(tmp_path: Path) -> None:
     assert "missing" in store.verify(final)[0]
 
 
+def test_verify_fails_on_truncated_manifest(tmp_path: Path) -> None:
+    final = write_artifact(tmp_path, {"a.txt": b"abc"})
+    text = (final / "manifest.json").read_text()
+    (final / "manifest.json").write_text(text[: len(text) // 2])
+    problems = store.verify(final)
+    assert len(problems) == 1 and "corrupt" in problems[0]
+
+
+def test_verify_fails_on_edited_summary_field(tmp_path: Path) -> None:
+    """The summary is not part of the id; the manifest's own hash covers it."""
+    final = write_artifact(tmp_path, {"a.txt": b"abc"})
+    assert store.verify(final) == []
+    manifest = json.loads((final / "manifest.json").read_text())
+    manifest["summary"]["loss"] = 0.125
+    (final / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    problems = store.verify(final)
+    assert problems == [f"manifest.json: edited (fields do not match its {store.INTEGRITY_KEY})"]
+    del manifest[store.INTEGRITY_KEY]
+    (final / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    assert any(store.INTEGRITY_KEY in p for p in store.verify(final))
+
+
+def test_verify_reports_symlinks_and_empty_directories(tmp_path: Path) -> None:
+    final = write_artifact(tmp_path, {"a.txt": b"abc"})
+    (final / "empty").mkdir()
+    (final / "link.txt").symlink_to(final / "a.txt")
+    problems = store.verify(final)
+    assert any(p.startswith("empty/: extra empty directory") for p in problems)
+    assert any(p.startswith("link.txt: symlink") for p in problems)
+
+
+def test_verify_store_fails_on_missing_manifest_and_strays(tmp_path: Path) -> None:
+    good = write_artifact(tmp_path, {"a.txt": b"abc"})
+    broken = write_artifact(tmp_path, {"b.txt": b"b"}, lr=0.5)
+    (broken / "manifest.json").unlink()
+    (tmp_path / "sft" / "notes").mkdir()
+    (tmp_path / "sft" / "stray.txt").write_text("x")
+    (tmp_path / "sft" / ("c" * 16)).symlink_to(good)
+    (tmp_path / "sft" / f"{store.TEMP_PREFIX}{'d' * 16}-1-ab").mkdir()  # a job's: left to gc
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "recovery.pdf").write_bytes(b"%PDF")  # workflow output
+    report = dict(store.verify_store(tmp_path))
+    assert report.pop(f"sft/{good.name}") == []
+    assert "missing" in report.pop(f"sft/{broken.name}")[0]
+    assert "extra directory" in report.pop("sft/notes")[0]
+    assert "extra file" in report.pop("sft/stray.txt")[0]
+    assert "symlink" in report.pop(f"sft/{'c' * 16}")[0]
+    assert report == {}
+
+    from sftrl.cli import main
+
+    assert main(["verify", "--root", str(tmp_path)]) == 1
+
+
 # --------------------------------------------------------------------------- listing, gc
 
 

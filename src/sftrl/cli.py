@@ -175,37 +175,34 @@ def _add_verify(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    targets: list[tuple[str, Path | None, str]] = []  # (label, path, error)
+    checked: list[tuple[str, Path | None, list[str]]] = []  # (label, artifact dir, problems)
     if args.paths:
         for token in args.paths:
             if Path(token).exists():
                 path = Path(token)
                 if path.name == store.MANIFEST_NAME:
                     path = path.parent
-                targets.append((f"{path.parent.name}/{path.name}", path, ""))
+                checked.append((f"{path.parent.name}/{path.name}", path, _verify_dir(path)))
                 continue
             try:
                 entry = _resolve(args.root, token)
             except CommandError as exc:
-                targets.append((token, None, str(exc)))
+                checked.append((token, None, [str(exc)]))
             else:
-                targets.append((f"{entry['stage']}/{entry['id']}", Path(entry["path"]), ""))
+                path = Path(entry["path"])
+                checked.append((f"{entry['stage']}/{entry['id']}", path, _verify_dir(path)))
     else:
-        for entry in store.list_artifacts(args.root):
-            if entry["status"] == "complete":
-                targets.append((f"{entry['stage']}/{entry['id']}", Path(entry["path"]), ""))
-        if not targets:
-            print(f"no complete artifacts under {args.root}")
+        # the whole store: missing manifests, stray directories and symlinks fail too
+        checked = [
+            (label, Path(args.root) / label, problems)
+            for label, problems in store.verify_store(args.root)
+        ]
+        if not checked:
+            print(f"no artifacts under {args.root}")
             return 0
 
     failed = 0
-    for label, path, error in targets:
-        if path is None:
-            problems = [error]
-        elif not path.is_dir():
-            problems = [f"{path}: not an artifact directory"]
-        else:
-            problems = store.verify(path)
+    for label, path, problems in checked:
         if problems:
             failed += 1
             print(f"FAILED  {label}")
@@ -215,8 +212,12 @@ def _run_verify(args: argparse.Namespace) -> int:
             assert path is not None
             count = len(store.read_manifest(path).get("files") or {})
             print(f"OK      {label}  ({count} files)")
-    print(f"{len(targets)} checked, {len(targets) - failed} OK, {failed} FAILED")
+    print(f"{len(checked)} checked, {len(checked) - failed} OK, {failed} FAILED")
     return 1 if failed else 0
+
+
+def _verify_dir(path: Path) -> list[str]:
+    return store.verify(path) if path.is_dir() else [f"{path}: not an artifact directory"]
 
 
 # --------------------------------------------------------------------------- gc

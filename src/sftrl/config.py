@@ -7,11 +7,14 @@ fails before any job starts, with a message that names the key, the value and wh
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from sftrl.checks import plan_problems
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -48,7 +51,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = sorted(error.schema.get("properties", {})) + sorted(
             error.schema.get("patternProperties", {})
         )
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+        extra = sorted(
+            name
+            for name in set(error.instance) - set(error.schema.get("properties", {}))
+            if not any(p.search(name) for p in patterns)
+        )
         where = f"{key}." if error.absolute_path else ""
         return (
             f"config key {where}{extra[0] if extra else '?'} is not allowed "
@@ -100,7 +108,7 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(e) for e in errors))
-    problems = _semantic_checks(config)
+    problems = _semantic_checks(config) or plan_problems(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return config

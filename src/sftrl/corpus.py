@@ -105,6 +105,12 @@ class CorpusSampler:
         missing = set(self.opt["rule_weights"]) - set(self.rules) - {"random"}
         if missing:
             raise ValueError(f"rule_weights name rules {sorted(missing)} not in {sorted(table)}")
+        if "random" in self.opt["rule_weights"]:
+            if self.opt["random_base"] not in self.rules:
+                raise ValueError(f"random_base {self.opt['random_base']!r} not in {sorted(table)}")
+            low, high = self.opt["random_face_range"]
+            if low > high:
+                raise ValueError(f"random_face_range {[low, high]} is reversed")
         self.tables: dict[tuple[int, int], dict] = {}  # (target, n_cards) -> {values: solutions}
         faces = [v for r in self.rules.values() for v in r.face_values]
         self.max_value = max(13, self.opt["random_face_range"][1], *faces)
@@ -137,9 +143,10 @@ class CorpusSampler:
         """Cards (n - m uniform labels + m face cards, shuffled; m = rule.min_face_cards),
         their values, and a solution, redrawn until solvable and not excluded."""
         from sftrl.game import card_values, id_multiset_key
+        from sftrl.game.rules import MAX_DRAWS
 
         n, m = rule.n_cards, rule.min_face_cards
-        while True:
+        for _ in range(MAX_DRAWS):
             cards = [self.rng.choice(self.labels) for _ in range(n - m)]
             cards += [self.rng.choice(self.faces) for _ in range(m)]
             self.rng.shuffle(cards)
@@ -153,6 +160,10 @@ class CorpusSampler:
             formula = self.solution(values, target, n)
             if formula is not None:
                 return tuple(cards), values, formula
+        raise ValueError(
+            f"pretrain.corpus: no solvable, not excluded hand for target {target} in {MAX_DRAWS} "
+            f"draws under rule {rule.to_json()}; check pretrain.corpus.targets and the rules"
+        )
 
     def solution(self, values, target: int, n_cards: int) -> str | None:
         """Canonical solution from the solver's per-target table of every multiset (computing

@@ -12,21 +12,28 @@ appears in sft_train, sft_heldout or rl_prompts. The manifest summary records th
 
 from __future__ import annotations
 
+import math
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import lru_cache
+from itertools import combinations_with_replacement
 from pathlib import Path
 from typing import Any
 
 from sftrl.game import (
+    FACE_LABELS,
+    LABELS,
     Rule,
     card_values,
     id_multiset_key,
+    is_solvable,
     render_completion,
     render_prompt,
     sample_hand,
-    solvability_table,
     solve,
 )
+from sftrl.game.rules import MAX_DRAWS
 
 SPLITS = ("sft_train", "sft_heldout", "rl_prompts", "eval_id_seen", "eval_id_unseen", "eval_ood")
 TRAIN_SPLITS = ("sft_train", "sft_heldout", "rl_prompts")
@@ -36,16 +43,30 @@ def rule_from_params(params: dict[str, Any]) -> Rule:
     return Rule.from_config(params)
 
 
+@lru_cache(maxsize=8)
+def id_hand_counts(rule: Rule) -> dict[str, int]:
+    """ID multiset key -> number of distinct solvable hands (ordered label tuples) under `rule`.
+
+    Only hands `sample_hand` can draw count (at least `min_face_cards` face cards). Keyed like
+    the hands themselves (`id_multiset_key`, J/Q/K = 10), not by the rule's face values: a key
+    computed with the rule's values would never match a drawn hand. Cached; do not modify.
+    """
+    counts: Counter[str] = Counter()
+    for labels in combinations_with_replacement(LABELS, rule.n_cards):
+        if sum(label in FACE_LABELS for label in labels) < rule.min_face_cards:
+            continue
+        if not is_solvable(card_values(labels, rule), rule.target):
+            continue
+        orderings = math.factorial(len(labels))
+        for repeat in Counter(labels).values():
+            orderings //= math.factorial(repeat)
+        counts[id_multiset_key(labels)] += orderings
+    return dict(counts)
+
+
 def solvable_multisets(rule: Rule) -> list[str]:
-    """Keys (sorted values joined by '-') of every solvable value multiset under `rule`."""
-    values = sorted(set(range(1, 11)) | set(rule.face_values))
-    table = solvability_table(
-        values_range=(min(values), max(values)), n_cards=rule.n_cards, target=rule.target
-    )
-    reachable = set(values)
-    return sorted(
-        "-".join(str(v) for v in ms) for ms, sols in table.items() if sols and set(ms) <= reachable
-    )
+    """Sorted ID multiset keys (values joined by '-') of the hands `rule` can deal solvable."""
+    return sorted(id_hand_counts(rule))
 
 
 def split_multisets(keys: Sequence[str], fraction: float, seed: int) -> tuple[set, set]:
@@ -57,14 +78,28 @@ def split_multisets(keys: Sequence[str], fraction: float, seed: int) -> tuple[se
 
 
 def draw_hands(
-    rng: random.Random, rule: Rule, n: int, keep: Callable[[str], bool]
+    rng: random.Random, rule: Rule, n: int, keep: Callable[[str], bool], what: str = "hands"
 ) -> list[tuple[str, ...]]:
-    """n solvable hands under `rule` whose ID multiset key passes `keep` (rejection sampling)."""
-    hands = []
+    """n solvable hands under `rule` whose ID multiset key passes `keep` (rejection sampling).
+
+    Raises ValueError after MAX_DRAWS rejections in a row: the allowed hands are (nearly) never
+    dealt, and the loop would otherwise spin forever.
+    """
+    hands: list[tuple[str, ...]] = []
+    misses = 0
     while len(hands) < n:
         hand = sample_hand(rng, rule, solvable_only=True)
         if keep(id_multiset_key(hand)):
             hands.append(hand)
+            misses = 0
+            continue
+        misses += 1
+        if misses >= MAX_DRAWS:
+            raise ValueError(
+                f"{what}: no allowed hand in {MAX_DRAWS} draws in a row under rule "
+                f"{rule.to_json()} ({len(hands)} of {n} drawn); the rule deals (almost) no hand "
+                "of the multisets this split may use"
+            )
     return hands
 
 
@@ -119,7 +154,7 @@ def build_splits(params: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[st
     rows = {}
     for split, (rule, allowed) in sources.items():
         keep = allowed.__contains__ if allowed is not None else (lambda _key: True)
-        hands = draw_hands(rng(split), rule, sizes[split], keep)
+        hands = draw_hands(rng(split), rule, sizes[split], keep, what=f"split {split}")
         with_completion = split.startswith("sft")
         rows[split] = make_rows(hands, rule, with_completion, params["answer_format"])
     summary = overlap_summary(rows, seen, unseen)

@@ -67,6 +67,10 @@ PLAN_CHECK_FILES = frozenset({"memory.py"})
 
 SPEC_KEYS = ("stage", "id", "params", "parents", "inputs", "root")
 
+# The manifest's hash of its own other fields: an edited summary (read by downstream stages,
+# e.g. the data stage's held-out multisets) is caught like an edited file.
+INTEGRITY_KEY = "manifest_sha256"
+
 
 # --------------------------------------------------------------------------- canonical JSON
 
@@ -351,6 +355,7 @@ def _finalize(tmp: Path, fields: dict[str, Any], seconds: float) -> None:
         "seconds": round(seconds, 3),
         "files": files,
     }
+    manifest[INTEGRITY_KEY] = manifest_hash(manifest)
     text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     with (tmp / MANIFEST_NAME).open("w", encoding="utf-8") as handle:
         handle.write(text + "\n")
@@ -417,16 +422,69 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def manifest_hash(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of every manifest field but the hash itself."""
+    body = {key: value for key, value in manifest.items() if key != INTEGRITY_KEY}
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def _links_and_empty_dirs(directory: Path) -> list[str]:
+    """Symlinks anywhere under ``directory`` and directories that hold no file."""
+    problems = []
+    for current, dirs, names in os.walk(directory):
+        here = Path(current)
+        for name in sorted(dirs + names):
+            if (here / name).is_symlink():
+                rel = (here / name).relative_to(directory).as_posix()
+                problems.append(f"{rel}: symlink (artifacts hold plain files only)")
+        if here != directory and not any(path.is_file() for path in here.rglob("*")):
+            problems.append(f"{here.relative_to(directory).as_posix()}/: extra empty directory")
+    return problems
+
+
 def _safe_relpath(rel: str) -> bool:
     parts = Path(rel).parts
     return bool(parts) and not Path(rel).is_absolute() and ".." not in parts
 
 
+def manifest_problems(manifest: Mapping[str, Any], directory_name: str) -> list[str]:
+    """The manifest's own integrity: its hash, its id against its contents and its directory.
+
+    Cheap (no file is re-hashed): a stage can check its parents' manifests before reading them.
+    """
+    problems: list[str] = []
+    try:
+        stored = manifest.get(INTEGRITY_KEY)
+        if stored is None:
+            problems.append(f"{MANIFEST_NAME}: no {INTEGRITY_KEY} (written by an older sftrl?)")
+        elif stored != manifest_hash(manifest):
+            problems.append(f"{MANIFEST_NAME}: edited (fields do not match its {INTEGRITY_KEY})")
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{MANIFEST_NAME}: cannot hash ({exc})")
+    try:
+        recomputed = artifact_id(
+            manifest["stage"], manifest["params"], manifest["parents"], manifest["fingerprint"]
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        problems.append(f"{MANIFEST_NAME}: cannot recompute id ({exc})")
+    else:
+        if recomputed != manifest.get("id"):
+            problems.append(
+                f"{MANIFEST_NAME}: edited (id {manifest.get('id')} but its contents hash to "
+                f"{recomputed})"
+            )
+    if manifest.get("id") != directory_name:
+        problems.append(
+            f"{MANIFEST_NAME}: id {manifest.get('id')} does not match directory {directory_name}"
+        )
+    return problems
+
+
 def verify(path: str | os.PathLike[str]) -> list[str]:
     """Re-hash an artifact; return one problem string per altered, missing or extra file.
 
-    Also reports a missing or corrupt manifest, and a manifest whose id does not match its
-    own stage/params/parents/fingerprint or its directory name. ``[]`` means intact.
+    Also reports a missing or corrupt manifest, a manifest edited since it was written
+    (`manifest_problems`), symlinks and empty directories. ``[]`` means intact.
     """
     manifest_file = _manifest_path(path)
     directory = manifest_file.parent
@@ -440,24 +498,7 @@ def verify(path: str | os.PathLike[str]) -> list[str]:
     if not isinstance(files, dict):
         return [f"{MANIFEST_NAME}: corrupt manifest (no 'files' table)"]
 
-    problems = []
-    try:
-        recomputed = artifact_id(
-            manifest["stage"], manifest["params"], manifest["parents"], manifest["fingerprint"]
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        problems.append(f"{MANIFEST_NAME}: cannot recompute id ({exc})")
-    else:
-        if recomputed != manifest.get("id"):
-            problems.append(
-                f"{MANIFEST_NAME}: edited (id {manifest.get('id')} but its contents hash to "
-                f"{recomputed})"
-            )
-    if manifest.get("id") != directory.name:
-        problems.append(
-            f"{MANIFEST_NAME}: id {manifest.get('id')} does not match directory {directory.name}"
-        )
-
+    problems = manifest_problems(manifest, directory.name)
     for rel, expected in sorted(files.items()):
         if not _safe_relpath(rel) or not isinstance(expected, dict):
             problems.append(f"{rel}: invalid entry in {MANIFEST_NAME}")
@@ -479,7 +520,45 @@ def verify(path: str | os.PathLike[str]) -> list[str]:
     for rel in _content_files(directory):
         if rel not in files:
             problems.append(f"{rel}: extra file not in {MANIFEST_NAME}")
-    return problems
+    return problems + _links_and_empty_dirs(directory)
+
+
+def _is_artifact_name(name: str) -> bool:
+    return len(name) == ID_LENGTH and all(c in "0123456789abcdef" for c in name)
+
+
+def verify_store(root: str | os.PathLike[str]) -> list[tuple[str, list[str]]]:
+    """Verify every artifact under ``root``; report what is neither artifact nor temp dir.
+
+    Returns ``(label, problems)`` pairs: one per artifact directory (``stage/id``; a missing or
+    unreadable manifest is a problem), and one per stray entry of a stage directory (a file, a
+    directory not named like an id, a symlink) or symlink at the top. Temp dirs of running or
+    dead jobs are left to ``gc``. A top-level directory holding no subdirectory (``figures/``)
+    is workflow output, not a stage. ``[]`` problems means intact.
+    """
+    root = Path(root)
+    report: list[tuple[str, list[str]]] = []
+    if not root.is_dir():
+        return report
+    for top in sorted(root.iterdir()):
+        if top.is_symlink():
+            report.append((top.name, [f"{top}: symlink in the store"]))
+            continue
+        if not top.is_dir() or not any(child.is_dir() for child in top.iterdir()):
+            continue
+        for path in sorted(top.iterdir()):
+            label = f"{top.name}/{path.name}"
+            if path.name.startswith(TEMP_PREFIX) and path.is_dir() and not path.is_symlink():
+                continue
+            if path.is_symlink():
+                report.append((label, [f"{path}: symlink in the store"]))
+            elif not path.is_dir():
+                report.append((label, [f"{path}: extra file in a stage directory"]))
+            elif not _is_artifact_name(path.name):
+                report.append((label, [f"{path}: extra directory (not an artifact id)"]))
+            else:
+                report.append((label, verify(path)))
+    return report
 
 
 # --------------------------------------------------------------------------- listing, gc
