@@ -11,23 +11,20 @@ import torch
 from safetensors.torch import load_file
 
 from sftrl import surgery
-from sftrl.spectrum import Weights, thin_svd
-from sftrl.surgery import (
-    interpolate,
-    layer_reset,
-    method_kwargs,
-    parse_layers,
-    replaced_counts,
-    uv_merge,
-    uv_merge_matrix,
-)
+from sftrl.surgery import method_kwargs
+from sftrl.surgery.interp import interpolate
+from sftrl.surgery.reset import layer_reset
+from sftrl.surgery.uv import replaced_counts, uv_merge, uv_merge_matrix
+from sftrl.weights import Weights, parse_layers, thin_svd
 
 torch.set_num_threads(1)
 
 N_LAYERS = 4
 
 
-def make_model_pair(root: Path, dtype: torch.dtype = torch.float32) -> tuple[Path, Path]:
+def make_model_pair(
+    root: Path, dtype: torch.dtype = torch.float32, kv_heads: int = 4
+) -> tuple[Path, Path]:
     """Donor and recipient: a tiny random Llama and a perturbed copy (1-D tensors too)."""
     import transformers
 
@@ -37,7 +34,7 @@ def make_model_pair(root: Path, dtype: torch.dtype = torch.float32) -> tuple[Pat
         intermediate_size=64,
         num_hidden_layers=N_LAYERS,
         num_attention_heads=4,
-        num_key_value_heads=4,
+        num_key_value_heads=kv_heads,
         vocab_size=50,
         tie_word_embeddings=False,
     )
@@ -161,8 +158,18 @@ def test_uv_full_rank(tmp_path: Path, pair: tuple[Path, Path]) -> None:
     for name, tensor in out.items():
         expected = don[name] if tensor.ndim == 2 else rec[name]  # 1-D: recipient's
         assert bit_identical(tensor, expected), name
-    # direction-only: donor vectors with the recipient's singular values (k_top + k_tail >= n)
-    uv_merge(*pair, tmp_path / "directions", k_top=20, k_tail=0.5)
+    # direction-only, k_top + k_tail >= n, full_rank="donor" (the published code): the donor's
+    # matrix is copied whole, its singular values included
+    summary = uv_merge(*pair, tmp_path / "published", k_top=20, k_tail=0.5)
+    out = weights(tmp_path / "published")
+    for name, tensor in out.items():
+        expected = don[name] if tensor.ndim == 2 else rec[name]
+        assert bit_identical(tensor, expected), name
+    assert all(m["copied_whole"] for m in summary["matrices"].values())
+    # full_rank="recipient_values": donor vectors with the recipient's singular values
+    summary = uv_merge(
+        *pair, tmp_path / "directions", k_top=20, k_tail=0.5, full_rank="recipient_values"
+    )
     out = weights(tmp_path / "directions")
     for name, tensor in out.items():
         if tensor.ndim != 2:
@@ -171,7 +178,29 @@ def test_uv_full_rank(tmp_path: Path, pair: tuple[Path, Path]) -> None:
         u_b, _, v_b = thin_svd(don[name].double())
         s_t = torch.linalg.svdvals(rec[name].double())
         torch.testing.assert_close(tensor.double(), u_b * s_t @ v_b.T, atol=1e-5, rtol=1e-4)
+    assert not any(m["copied_whole"] for m in summary["matrices"].values())
     assert_loads(tmp_path / "directions")
+
+
+def test_uv_absolute_k_clamps_per_matrix(tmp_path: Path) -> None:
+    """An absolute k grid above one matrix's rank (k_proj/v_proj under grouped-query attention)
+    copies that matrix whole and merges the larger ones, as the published code does."""
+    donor, recipient = make_model_pair(tmp_path / "models", kv_heads=1)  # k_proj: 8 x 32
+    summary = uv_merge(donor, recipient, tmp_path / "out", k_top=6, k_tail=3)
+    don, rec, out = weights(donor), weights(recipient), weights(tmp_path / "out")
+    k_proj, q_proj = (
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+    )
+    assert summary["matrices"][k_proj] == {"rank": 8, "k_top": 6, "k_tail": 2, "copied_whole": True}
+    assert summary["matrices"][q_proj] == {
+        "rank": 32,
+        "k_top": 6,
+        "k_tail": 3,
+        "copied_whole": False,
+    }
+    assert bit_identical(out[k_proj], don[k_proj])
+    assert not torch.equal(out[q_proj], don[q_proj]) and not torch.equal(out[q_proj], rec[q_proj])
 
 
 def test_uv_partial_merge_and_module_filter(tmp_path: Path, pair: tuple[Path, Path]) -> None:
@@ -183,7 +212,7 @@ def test_uv_partial_merge_and_module_filter(tmp_path: Path, pair: tuple[Path, Pa
         if name not in merged:
             assert bit_identical(out[name], rec[name]), name
     name = "model.layers.1.mlp.down_proj.weight"
-    assert summary["matrices"][name] == {"rank": 32, "k_top": 8, "k_tail": 2}
+    assert summary["matrices"][name] == {"rank": 32, "k_top": 8, "k_tail": 2, "copied_whole": False}
     u_o, s_o, v_o = thin_svd(out[name].double())
     u_b, _, v_b = thin_svd(don[name].double())
     # the merged matrix is no SVD in the mixed basis, but it is close to the recipient's

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftrl import figures
 from sftrl.store import artifact_id, code_fingerprint, presentation_hash
+from sftrl.surgery.registry import methods as surgery_methods
 
-# The paper's figures, one rule each: results/figures/<name>.pdf
-FIGURES = ("recovery", "sft_dynamics", "rl_curves", "spectrum", "angles", "surgery", "coupling")
+# The paper's figures, one rule each: results/figures/<name>.pdf (one module each, no matplotlib)
+FIGURES = figures.FIGURES
 # Stages whose metrics the tables stage collects for figures and the summary.
 MEASURED_STAGES = ("eval", "sft", "rl", "rlsft", "spectrum", "surgery")
 
@@ -305,8 +307,8 @@ class Plan:
     def _surgery(self) -> None:
         cfg = self.config["surgery"]
         self.surgeries: list[Artifact] = []
-        for method in ("uv", "reset", "interp"):
-            for entry in cfg[method]:
+        for method in surgery_methods():
+            for entry in cfg.get(method, []):
                 art = self._pair(
                     "surgery",
                     {"method": method, **entry},

@@ -1,0 +1,130 @@
+"""angles.pdf: how far singular directions rotate, along the spectrum and by layer, and the
+energy split of the update."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from sftrl.figures.style import (
+    FigureInfo,
+    cat_colors,
+    contract_table,
+    figure_legend,
+    mean_by,
+    new_figure,
+    percent_axis,
+    pretty_pair,
+)
+
+TABLES = ("spectrum_angles", "spectrum_layers")
+
+
+def draw(tables: dict, settings: dict) -> tuple[Figure, FigureInfo]:
+    """A: same-index angle (u_i of the reference vs u_i of the target, up to sign) by relative
+    singular index, binned; B: mean top-k principal angle by layer; C: energy split of
+    the update (rotation vs scaling share) by layer. Colour = checkpoint comparison."""
+    info = FigureInfo("angles")
+    bins = int(settings.get("bins", 20))
+    ang = contract_table(tables, "spectrum_angles").dropna(subset=["rel_index"])
+    lay = contract_table(tables, "spectrum_layers").dropna(subset=["layer"])
+    rebuilt = lay.empty and len(ang) > 0
+    if rebuilt:  # per-layer angles can be rebuilt from the per-index (same-index) angles
+        lay = (
+            ang.dropna(subset=["layer"])
+            .groupby(["pair", "layer"], as_index=False)
+            .agg(mean_angle_u=("angle_u", "mean"), mean_angle_v=("angle_v", "mean"))
+        )
+        lay["rotation_share"] = np.nan
+        lay["scaling_share"] = np.nan
+    pairs = list(dict.fromkeys(list(ang["pair"].astype(str)) + list(lay["pair"].astype(str))))
+    colors = cat_colors(pairs)
+    fig = new_figure(13.0, 4.3, settings)
+    ax_a, ax_b, ax_c = fig.subplots(1, 3)
+
+    title = "A  Rotation along the spectrum"
+    if ang.empty:
+        info.no_data(ax_a, title)
+    else:
+        info.panel(ax_a, title)
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        for pair in pairs:
+            g = ang[ang["pair"].astype(str) == pair].copy()
+            if g.empty:
+                continue
+            g["bin"] = pd.cut(g["rel_index"].clip(0, 1), edges, include_lowest=True, labels=False)
+            m = g.groupby("bin")[["angle_u", "angle_v"]].mean()
+            x = centres[m.index.to_numpy(int)]
+            ax_a.plot(
+                x,
+                m["angle_u"],
+                color=colors[pair],
+                linestyle="-",
+                marker="o",
+                ms=3,
+                label=pretty_pair(pair),
+            )
+            ax_a.plot(x, m["angle_v"], color=colors[pair], linestyle="--", marker="o", ms=3)
+        ax_a.set_xlabel(f"relative singular index (index / rank, %, {bins} bins)")
+        ax_a.set_ylabel("same-index angle ∠(u_i, u′_i) (degrees)")
+        percent_axis(ax_a.xaxis)
+        ax_a.set_ylim(bottom=0)
+
+    title = "B  Rotation by layer"
+    if lay.empty or lay[["mean_angle_u", "mean_angle_v"]].isna().all().all():
+        info.no_data(ax_b, title)
+    else:
+        info.panel(ax_b, title)
+        for pair in pairs:
+            g = mean_by(
+                lay[lay["pair"].astype(str) == pair], "layer", ["mean_angle_u", "mean_angle_v"]
+            )
+            ax_b.plot(
+                g["layer"],
+                g["mean_angle_u"],
+                color=colors[pair],
+                marker="o",
+                label=pretty_pair(pair),
+            )
+            ax_b.plot(g["layer"], g["mean_angle_v"], color=colors[pair], linestyle="--", marker="o")
+        ax_b.set_xlabel("decoder layer (mean over its matrices)")
+        ax_b.set_ylabel(
+            "mean same-index angle (degrees)" if rebuilt else "mean top-k principal angle (degrees)"
+        )
+        ax_b.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_b.set_ylim(bottom=0)
+
+    title = "C  Update energy: rotation vs scaling"
+    if lay.empty or lay[["rotation_share", "scaling_share"]].isna().all().all():
+        info.no_data(ax_c, title)
+    else:
+        info.panel(ax_c, title)
+        for pair in pairs:
+            g = mean_by(
+                lay[lay["pair"].astype(str) == pair], "layer", ["rotation_share", "scaling_share"]
+            )
+            ax_c.plot(
+                g["layer"],
+                g["rotation_share"],
+                color=colors[pair],
+                marker="o",
+                label=pretty_pair(pair),
+            )
+            ax_c.plot(g["layer"], g["scaling_share"], color=colors[pair], linestyle=":", marker="s")
+        ax_c.set_xlabel("decoder layer (mean over its matrices)")
+        ax_c.set_ylabel("share of ‖ΔW‖², full bases (%)")
+        ax_c.xaxis.set_major_locator(MaxNLocator(integer=True))
+        percent_axis(ax_c.yaxis)
+        ax_c.set_ylim(0, 1.02)
+
+    key = [
+        Line2D([], [], color="0.2", linestyle="-", label="solid: U (left vectors) / rotation"),
+        Line2D([], [], color="0.2", linestyle="--", label="dashed: V (right vectors)"),
+        Line2D([], [], color="0.2", linestyle=":", marker="s", label="dotted: scaling"),
+    ]
+    figure_legend(fig, [ax_a, ax_b, ax_c], extra=key if pairs else None, ncol=3)
+    return fig, info
