@@ -16,12 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sftrl.data import EVAL_SPLITS
 from sftrl.stats import recovery_interval
 from sftrl.store import read_manifest
 from sftrl.surgery import registry as surgery
-
-SPLITS = ("id_seen", "id_unseen", "ood")
-
 
 # ----------------------------------------------------------------------------- readers
 
@@ -129,7 +127,7 @@ class Collector:
             recipient = Path(manifest["inputs"]["recipient"]).name
             sft_eval = eval_of[manifest["parents"]["donor"]]
             setting, fraction = self.surgery_setting(art["id"])
-            for split in SPLITS:
+            for split in EVAL_SPLITS:
                 after = self.predictions(eval_of[art["id"]], "model", split)
                 r = self.predictions(sft_eval, recipient, split)
                 d = self.predictions(sft_eval, donor, split)

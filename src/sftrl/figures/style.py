@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.ticker import Formatter  # noqa: E402
 
+from sftrl.data import EVAL_SPLITS  # noqa: E402
 from sftrl.surgery.registry import Method  # noqa: E402
 from sftrl.surgery.registry import methods as surgery_methods  # noqa: E402
 
@@ -109,7 +110,7 @@ ALGO_LINESTYLES = {"ppo": "-", "grpo": "--", "rloo": "-."}
 EXTRA_COLORS = ["#cc78bc", "#ca9161", "#949494", "#56b4e9", "#ece133", "#fbafe4"]
 SPLIT_COLORS = {"id_seen": "#cc78bc", "id_unseen": "#ca9161", "ood": "#222222"}
 SPLIT_LABELS = {"id_seen": "ID seen", "id_unseen": "ID unseen", "ood": "OOD"}
-SPLIT_ORDER = ["id_seen", "id_unseen", "ood"]
+SPLIT_ORDER = list(EVAL_SPLITS)
 VARIANT_STYLES = [("-", "o"), ("-.", "s"), ((0, (6, 2)), "^"), ((0, (3, 1, 1, 1, 1, 1)), "D")]
 METRIC_TITLES = {
     "reward": "Mean reward",
