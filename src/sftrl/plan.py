@@ -308,7 +308,7 @@ class Plan:
         cfg = self.config["surgery"]
         self.surgeries: list[Artifact] = []
         for method in surgery_methods():
-            for entry in cfg.get(method, []):
+            for entry in cfg[method]:
                 art = self._pair(
                     "surgery",
                     {"method": method, **entry},

@@ -2,7 +2,8 @@
 
 Figures and the run summary read these tables only (never a model), so re-drawing a figure
 costs a plot, and each table names the artifact ids its rows came from. Columns are listed in
-`sftrl.figures`; every table is written even when empty (e.g. no surgery configured).
+`sftrl.figures.style.TABLE_COLUMNS`; every table is written even when empty (e.g. no surgery
+configured).
 """
 
 from __future__ import annotations

@@ -74,52 +74,20 @@ def draw(tables: dict, settings: dict) -> tuple[Figure, FigureInfo]:
         percent_axis(ax_a.xaxis)
         ax_a.set_ylim(bottom=0)
 
-    title = "B  Rotation by layer"
-    if lay.empty or lay[["mean_angle_u", "mean_angle_v"]].isna().all().all():
-        info.no_data(ax_b, title)
-    else:
-        info.panel(ax_b, title)
-        for pair in pairs:
-            g = mean_by(
-                lay[lay["pair"].astype(str) == pair], "layer", ["mean_angle_u", "mean_angle_v"]
-            )
-            ax_b.plot(
-                g["layer"],
-                g["mean_angle_u"],
-                color=colors[pair],
-                marker="o",
-                label=pretty_pair(pair),
-            )
-            ax_b.plot(g["layer"], g["mean_angle_v"], color=colors[pair], linestyle="--", marker="o")
-        ax_b.set_xlabel("decoder layer (mean over its matrices)")
-        ax_b.set_ylabel(
-            "mean same-index angle (degrees)" if rebuilt else "mean top-k principal angle (degrees)"
-        )
-        ax_b.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_b.set_ylim(bottom=0)
-
-    title = "C  Update energy: rotation vs scaling"
-    if lay.empty or lay[["rotation_share", "scaling_share"]].isna().all().all():
-        info.no_data(ax_c, title)
-    else:
-        info.panel(ax_c, title)
-        for pair in pairs:
-            g = mean_by(
-                lay[lay["pair"].astype(str) == pair], "layer", ["rotation_share", "scaling_share"]
-            )
-            ax_c.plot(
-                g["layer"],
-                g["rotation_share"],
-                color=colors[pair],
-                marker="o",
-                label=pretty_pair(pair),
-            )
-            ax_c.plot(g["layer"], g["scaling_share"], color=colors[pair], linestyle=":", marker="s")
-        ax_c.set_xlabel("decoder layer (mean over its matrices)")
-        ax_c.set_ylabel("share of ‖ΔW‖², full bases (%)")
-        ax_c.xaxis.set_major_locator(MaxNLocator(integer=True))
-        percent_axis(ax_c.yaxis)
-        ax_c.set_ylim(0, 1.02)
+    angle_label = (
+        "mean same-index angle (degrees)" if rebuilt else "mean top-k principal angle (degrees)"
+    )
+    _by_layer(ax_b, lay, pairs, colors, info, "B  Rotation by layer", "mean_angle", angle_label)
+    _by_layer(
+        ax_c,
+        lay,
+        pairs,
+        colors,
+        info,
+        "C  Update energy: rotation vs scaling",
+        "share",
+        "share of ‖ΔW‖², full bases (%)",
+    )
 
     key = [
         Line2D([], [], color="0.2", linestyle="-", label="solid: U (left vectors) / rotation"),
@@ -128,3 +96,31 @@ def draw(tables: dict, settings: dict) -> tuple[Figure, FigureInfo]:
     ]
     figure_legend(fig, [ax_a, ax_b, ax_c], extra=key if pairs else None, ncol=3)
     return fig, info
+
+
+# Per-layer panels: (solid column, second column, its line style and marker).
+_LAYER_COLUMNS = {
+    "mean_angle": ("mean_angle_u", "mean_angle_v", "--", "o"),
+    "share": ("rotation_share", "scaling_share", ":", "s"),
+}
+
+
+def _by_layer(ax, lay, pairs, colors, info: FigureInfo, title: str, kind: str, ylabel: str):
+    """Two per-layer columns per comparison (solid and a second style), mean over matrices."""
+    first, second, style, marker = _LAYER_COLUMNS[kind]
+    if lay.empty or lay[[first, second]].isna().all().all():
+        info.no_data(ax, title)
+        return
+    info.panel(ax, title)
+    for pair in pairs:
+        g = mean_by(lay[lay["pair"].astype(str) == pair], "layer", [first, second])
+        ax.plot(g["layer"], g[first], color=colors[pair], marker="o", label=pretty_pair(pair))
+        ax.plot(g["layer"], g[second], color=colors[pair], linestyle=style, marker=marker)
+    ax.set_xlabel("decoder layer (mean over its matrices)")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if kind == "share":
+        percent_axis(ax.yaxis)
+        ax.set_ylim(0, 1.02)
+    else:
+        ax.set_ylim(bottom=0)

@@ -15,6 +15,7 @@ from the donor is cast to the recipient's dtype (bit-identical when the dtypes a
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from sftrl.weights import DEFAULT_MAX_SHARD_BYTES, ShardWriter, Weights
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 SIDECAR = "surgery.json"
 
@@ -100,6 +103,20 @@ def operate(
     )
     (out / SIDECAR).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def donor_matrix(
+    donor: Weights, name: str, w_rec: torch.Tensor, keep: Callable[[str], bool]
+) -> torch.Tensor | None:
+    """The donor's matrix for a recipient matrix a matrix method operates on: 2-D, floating,
+    selected by ``keep`` and present in the donor with its shape; else None (the recipient's
+    tensor is kept; a matrix missing from the donor is logged)."""
+    if w_rec.ndim != 2 or not keep(name) or not w_rec.is_floating_point():
+        return None
+    w_don = donor_tensor(donor, name, w_rec)
+    if w_don is None:
+        log.warning("%s: no donor matrix of shape %s; recipient kept", name, w_rec.shape)
+    return w_don
 
 
 def donor_tensor(donor: Weights, name: str, like: torch.Tensor) -> torch.Tensor | None:

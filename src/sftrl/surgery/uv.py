@@ -25,11 +25,10 @@ records per matrix the effective counts and whether the donor's tensor was copie
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sftrl.surgery.common import cast_like, donor_tensor, operate
+from sftrl.surgery.common import cast_like, donor_matrix, operate
 from sftrl.surgery.registry import Method, Param
 from sftrl.weights import (
     COMPUTE_DTYPES,
@@ -47,8 +46,6 @@ from sftrl.weights import (
 
 if TYPE_CHECKING:
     import torch
-
-log = logging.getLogger(__name__)
 
 VALUES = ("recipient", "donor")
 FULL_RANK = ("donor", "recipient_values")
@@ -120,11 +117,8 @@ def uv_merge(
     matrices: dict[str, dict[str, Any]] = {}
 
     def produce(name: str, w_rec: torch.Tensor, donor: Weights) -> tuple[torch.Tensor, str]:
-        if w_rec.ndim != 2 or not keep(name) or not w_rec.is_floating_point():
-            return w_rec, "recipient"
-        w_don = donor_tensor(donor, name, w_rec)
+        w_don = donor_matrix(donor, name, w_rec, keep)
         if w_don is None:
-            log.warning("%s: no donor matrix of shape %s; recipient kept", name, w_rec.shape)
             return w_rec, "recipient"
         rank = min(w_rec.shape)
         head, tail = replaced_counts(rank, k_top, k_tail)

@@ -16,11 +16,10 @@ its shapes (a matrix the donor lacks is kept, as in the UV merge).
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sftrl.surgery.common import cast_like, donor_tensor, operate
+from sftrl.surgery.common import cast_like, donor_matrix, operate
 from sftrl.surgery.registry import Method, Param
 from sftrl.surgery.uv import COMPUTE_PARAMS, K_PARAMS, replaced_counts, replaced_index, uv_setting
 from sftrl.weights import (
@@ -36,8 +35,6 @@ from sftrl.weights import (
 
 if TYPE_CHECKING:
     import torch
-
-log = logging.getLogger(__name__)
 
 
 def random_orthonormal(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
@@ -93,10 +90,7 @@ def uv_random(
     matrices: dict[str, dict[str, Any]] = {}
 
     def produce(name: str, w_rec: torch.Tensor, donor: Weights) -> tuple[torch.Tensor, str]:
-        if w_rec.ndim != 2 or not keep(name) or not w_rec.is_floating_point():
-            return w_rec, "recipient"
-        if donor_tensor(donor, name, w_rec) is None:
-            log.warning("%s: no donor matrix of shape %s; recipient kept", name, w_rec.shape)
+        if donor_matrix(donor, name, w_rec, keep) is None:
             return w_rec, "recipient"
         rank = min(w_rec.shape)
         head, tail = replaced_counts(rank, k_top, k_tail)
