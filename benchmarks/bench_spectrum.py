@@ -17,7 +17,7 @@ resident memory is its own: ``VmHWM`` from /proc/self/status, reset after the im
 - ``ours``: ``compute_spectrum`` (every diagnostic of every matrix);
 - ``naive_svd``: per matrix, ``torch.linalg.svd(W, full_matrices=False)`` of both models in
   the stored orientation (only the two SVDs, none of the diagnostics);
-- ``cheap_svd``: the same two SVDs through ``sftrl.spectrum.thin_svd`` (tall orientation).
+- ``cheap_svd``: the same two SVDs through ``sftrl.weights.thin_svd`` (tall orientation).
 
 Usage::
 
@@ -154,15 +154,15 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     import torch
 
-    from sftrl import spectrum
+    from sftrl import spectrum, weights
 
     torch.set_num_threads(args.threads)
     import_s = time.perf_counter() - t0
-    k = spectrum.parse_k(args.k)
+    k = weights.parse_k(args.k)
     baseline = _status_mib("VmRSS")
     reset = _reset_peak()
-    device = spectrum.resolve_device(args.device)
-    dtype = spectrum.resolve_dtype(args.dtype)
+    device = weights.resolve_device(args.device)
+    dtype = weights.resolve_dtype(args.dtype)
     times = []
     for _ in range(args.repeat):
         start = time.perf_counter()
@@ -173,12 +173,12 @@ def worker(args: argparse.Namespace) -> None:
             count = len(tables["per_matrix"])
         else:
             cheap = args.worker == "cheap_svd"
-            with spectrum.Weights(args.ref) as ref, spectrum.Weights(args.tgt) as tgt:
-                names = spectrum.matched_matrices(ref, tgt)
+            with weights.Weights(args.ref) as ref, weights.Weights(args.tgt) as tgt:
+                names = weights.matched_matrices(ref, tgt)
                 for name in names:
-                    for weights in (ref, tgt):
-                        w = weights.get(name).to(device, dtype)
-                        spectrum.thin_svd(w, cheap=cheap)
+                    for model in (ref, tgt):
+                        w = model.get(name).to(device, dtype)
+                        weights.thin_svd(w, cheap=cheap)
                         del w
                 count = len(names)
         if device.type == "cuda":

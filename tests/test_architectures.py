@@ -14,7 +14,8 @@ from safetensors import safe_open
 from sftrl import chat, evaluate, mllama
 from sftrl.modeling import load_model, load_tokenizer
 from sftrl.spectrum import compute_spectrum
-from sftrl.surgery import layer_reset, uv_merge
+from sftrl.surgery.reset import layer_reset
+from sftrl.surgery.uv import uv_merge
 from sftrl.train import grpo, ppo, rl_common
 from sftrl.train.sft import read_rows, train_sft
 

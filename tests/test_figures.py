@@ -22,6 +22,7 @@ import pytest
 from matplotlib.text import Text
 
 from sftrl import figures
+from sftrl.figures import build
 from sftrl.stats import wilson_interval
 
 N_EVAL = 234
@@ -335,7 +336,7 @@ def built(tables_dir, tmp_path_factory) -> Path:
     """Every figure built once from the full synthetic tables (PDF writing is the slow part)."""
     out = tmp_path_factory.mktemp("figures") / "figs"
     for name in figures.FIGURES:
-        figures.build_figure(name, tables_dir, out / f"{name}.pdf", {})
+        build.build_figure(name, tables_dir, out / f"{name}.pdf", {})
     return out
 
 
@@ -348,7 +349,14 @@ def sidecar(pdf: Path) -> dict:
 
 
 def test_registry_covers_every_figure():
-    assert set(figures.FIGURES) == set(EXPECTED_PANELS) == set(figures.FIGURE_TABLES)
+    """The plan's figure list is the package's figure modules, each with TABLES and draw."""
+    from sftrl import plan
+
+    assert set(figures.FIGURES) == set(EXPECTED_PANELS) == set(plan.FIGURES)
+    for name in figures.FIGURES:
+        module = figures.figure_module(name)
+        assert callable(module.draw)
+        assert set(module.TABLES) <= set(build.TABLE_COLUMNS), name
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PANELS))
@@ -361,7 +369,7 @@ def test_build_every_figure(name, built, tables_dir):
     assert side["panels"] == EXPECTED_PANELS[name]
     assert side["empty_panels"] == []
     assert side["tables_dir"] == str(tables_dir)
-    assert set(side["tables"]) == set(figures.FIGURE_TABLES[name])
+    assert set(side["tables"]) == set(build.figure_tables(name))
     assert all(len(t["sha256"]) == 64 for t in side["tables"].values())
 
 
@@ -385,12 +393,12 @@ def test_sidecar_names_the_artifacts_drawn(built):
 
 def test_same_tables_same_bytes(built, tables_dir, tmp_path):
     again = tmp_path / "sft_dynamics.pdf"
-    figures.build_figure("sft_dynamics", tables_dir, again, {})
+    build.build_figure("sft_dynamics", tables_dir, again, {})
     assert again.read_bytes() == (built / "sft_dynamics.pdf").read_bytes()
 
 
 def test_plot_function_returns_what_it_drew(tables, tmp_path):
-    info = figures.plot_coupling(tables, tmp_path / "c.pdf", {})
+    info = build.plot("coupling", tables, tmp_path / "c.pdf", {})
     assert info["figure"] == "coupling"
     assert info["panels"] == EXPECTED_PANELS["coupling"]
     assert info["empty_panels"] == [] and info["artifacts"] == []
@@ -404,25 +412,25 @@ def test_empty_surgery_and_coupling_tables(tables, tmp_path):
     cut["coupling"] = tables["coupling"].iloc[0:0]
     folder = write_tables(cut, tmp_path / "metrics")
     out = tmp_path / "recovery.pdf"
-    figures.build_figure("recovery", folder, out, {})
+    build.build_figure("recovery", folder, out, {})
     assert_valid_pdf(out)
     side = sidecar(out)
     assert side["panels"] == EXPECTED_PANELS["recovery"]
     assert side["empty_panels"] == EXPECTED_PANELS["recovery"][1:]
     assert "rl-grpo-e8" in side["artifacts"]
-    _, info = figures.draw_surgery(cut, {})
+    _, info = build.draw("surgery", cut, {})
     assert info.empty == info.panels == ["Weight surgery"]
-    _, info = figures.draw_coupling(cut, {})
+    _, info = build.draw("coupling", cut, {})
     assert info.empty == info.panels == ["A  SFT loss during RL", "B  Reward during SFT after RL"]
 
 
 def test_no_tables_at_all_gives_no_data_panels(tmp_path):
     for name in figures.FIGURES:
-        _, info = getattr(figures, f"draw_{name}")({}, {})
+        _, info = build.draw(name, {}, {})
         assert info.panels and info.empty == info.panels, name
         assert not info.artifacts
     out = tmp_path / "angles.pdf"
-    figures.build_figure("angles", tmp_path / "missing", out, {})
+    build.build_figure("angles", tmp_path / "missing", out, {})
     assert_valid_pdf(out)
     side = sidecar(out)
     assert side["empty_panels"] == side["panels"] == EXPECTED_PANELS["angles"]
@@ -433,7 +441,7 @@ def test_missing_column_is_no_data_not_a_crash(tables):
     cut = dict(tables)
     cut["spectrum_values"] = tables["spectrum_values"].drop(columns=["s_tgt"])
     with pytest.warns(UserWarning, match="s_tgt"):
-        _, info = figures.draw_spectrum(cut, {})
+        _, info = build.draw("spectrum", cut, {})
     assert info.empty == info.panels
 
 
@@ -441,7 +449,7 @@ def test_optional_columns_may_be_missing(tables):
     cut = dict(tables)
     evals = tables["evals"].drop(columns=["ci_low", "ci_high", "method", "setting", "fraction"])
     cut["evals"] = evals[evals["stage"] != "surgery"]
-    _, info = figures.draw_recovery(cut, {})  # panels B and C read the recovery table
+    _, info = build.draw("recovery", cut, {})  # panels B and C read the recovery table
     assert info.panels == EXPECTED_PANELS["recovery"] and info.empty == []
     assert "sft-e8" in info.artifacts and "rl-ppo-e2" in info.artifacts
 
@@ -449,20 +457,20 @@ def test_optional_columns_may_be_missing(tables):
 def test_angles_by_layer_rebuilt_without_layer_table(tables):
     cut = dict(tables)
     cut["spectrum_layers"] = tables["spectrum_layers"].iloc[0:0]
-    _, info = figures.draw_angles(cut, {"bins": 8})
+    _, info = build.draw("angles", cut, {"bins": 8})
     assert info.empty == ["C  Update energy: rotation vs scaling"]
 
 
 def test_surgery_falls_back_to_recovery_table(tables):
     cut = dict(tables)
     cut["evals"] = tables["evals"][tables["evals"]["stage"] != "surgery"]
-    _, info = figures.draw_surgery(cut, {})
+    _, info = build.draw("surgery", cut, {})
     assert info.panels == EXPECTED_PANELS["surgery"]
     assert info.empty == [] and not info.artifacts
 
 
 def test_spectrum_matrices_setting(tables):
-    _, info = figures.draw_spectrum(tables, {"matrices": ["layers.3.self_attn.k_proj", "nope"]})
+    _, info = build.draw("spectrum", tables, {"matrices": ["layers.3.self_attn.k_proj", "nope"]})
     assert info.panels == [
         "A1  Singular values, layer 3 k_proj",
         "B1  Relative change, layer 3 k_proj",
@@ -471,32 +479,32 @@ def test_spectrum_matrices_setting(tables):
 
 def test_settings_block_per_figure():
     block = {"bins": 5, "spectrum": {"matrices": ["x"]}, "angles": {"bins": 7}}
-    assert figures._figure_settings("spectrum", block) == {"bins": 5, "matrices": ["x"]}
-    assert figures._figure_settings("angles", block) == {"bins": 7}
-    assert figures._figure_settings("recovery", None) == {}
+    assert build._figure_settings("spectrum", block) == {"bins": 5, "matrices": ["x"]}
+    assert build._figure_settings("angles", block) == {"bins": 7}
+    assert build._figure_settings("recovery", None) == {}
 
 
 def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    fig, _ = figures.draw_coupling({}, {})
+    fig, _ = build.draw("coupling", {}, {})
     monkeypatch.setattr(fig, "savefig", broken)
     with pytest.raises(RuntimeError):
-        figures.save_pdf(fig, tmp_path / "x.pdf")
+        build.save_pdf(fig, tmp_path / "x.pdf")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_figure(tmp_path):
     with pytest.raises(KeyError):
-        figures.build_figure("nope", tmp_path, tmp_path / "x.pdf", {})
+        build.build_figure("nope", tmp_path, tmp_path / "x.pdf", {})
 
 
 def test_cli(tables_dir, tmp_path):
     out = tmp_path / "rl.pdf"
     settings = json.dumps({"metrics": ["reward", "entropy"]})
     argv = ["rl_curves", "--tables", str(tables_dir), "--out", str(out), "--settings", settings]
-    assert figures.main(argv) == 0
+    assert build.main(argv) == 0
     assert_valid_pdf(out)
     side = sidecar(out)
     assert side["settings"] == {"metrics": ["reward", "entropy"]}
@@ -507,12 +515,15 @@ def test_cli(tables_dir, tmp_path):
         "D  Entropy, GRPO",
     ]
     with pytest.raises(SystemExit):
-        figures.main(["nope", "--tables", str(tables_dir), "--out", str(out)])
+        build.main(["nope", "--tables", str(tables_dir), "--out", str(out)])
 
 
 def test_module_stays_light():
+    """The figure list needs no matplotlib (the plan reads it); drawing needs no torch."""
     code = (
-        "import sys, sftrl.figures, matplotlib; "
+        "import sys, sftrl.figures, sftrl.plan; assert 'matplotlib' not in sys.modules; "
+        "import sftrl.figures.build, matplotlib; "
+        "[sftrl.figures.figure_module(n) for n in sftrl.figures.FIGURES]; "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "assert not bad, bad; assert matplotlib.get_backend().lower() == 'agg'"
     )
@@ -576,8 +587,7 @@ def _legends(fig):
 def test_layout_is_readable(name, theme, tables):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    draw = getattr(figures, f"draw_{name}")
-    fig, info = draw(tables, {"theme": theme} if theme else {})
+    fig, info = build.draw(name, tables, {"theme": theme} if theme else {})
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()
@@ -607,5 +617,5 @@ if __name__ == "__main__":  # write the synthetic tables and every figure, to lo
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "figures-preview")
     folder = write_tables(make_tables(), target / "tables")
     for fig_name in figures.FIGURES:
-        figures.build_figure(fig_name, folder, target / f"{fig_name}.pdf", {})
+        build.build_figure(fig_name, folder, target / f"{fig_name}.pdf", {})
         print(target / f"{fig_name}.pdf")

@@ -18,16 +18,11 @@ from sftrl import spectrum
 from sftrl.spectrum import (
     bin_edges,
     compute_spectrum,
-    layer_of,
     matrix_diagnostics,
-    module_filter,
-    module_of,
     paired_angles,
-    parse_k,
     principal_angles,
-    resolve_k,
-    thin_svd,
 )
+from sftrl.weights import check_k, layer_of, module_filter, module_of, parse_k, resolve_k, thin_svd
 
 torch.set_num_threads(1)
 
@@ -109,9 +104,9 @@ def test_resolve_and_parse_k() -> None:
     assert parse_k("0.2") == 0.2 and parse_k("1.0") == 1.0 and isinstance(parse_k("1.0"), float)
     for bad in (0, 0.0, 1.5, -1):
         with pytest.raises(ValueError):
-            spectrum.check_k(bad)
+            check_k(bad)
     with pytest.raises(TypeError):
-        spectrum.check_k(True)
+        check_k(True)
 
 
 def test_module_filter() -> None:
@@ -208,6 +203,40 @@ def test_energy_split_definitions() -> None:
     assert scalars["residual"] == pytest.approx(literal.item(), abs=1e-10)
     np.testing.assert_allclose(arrays["s_dw"], torch.linalg.svdvals(dw).numpy())
     assert scalars["dw_top_sv"] == pytest.approx(arrays["s_dw"][:8].tolist())
+
+
+@pytest.mark.parametrize("shape", [(24, 16), (16, 24)])
+def test_published_align_and_delta_energy_at_k_below_rank(shape: tuple[int, int]) -> None:
+    """align_* and delta_energy_* against a direct numpy computation of the published
+    definitions (top-k bases of both models; the top-k block of U_b^T dW V_b), at k < rank,
+    where they differ from bestmatch_* and share_*."""
+    rng = np.random.default_rng(3)
+    w_ref = rng.standard_normal(shape)
+    w_tgt = w_ref + rng.standard_normal(shape)
+    k = 5
+    u_b, _, vt_b = np.linalg.svd(w_ref, full_matrices=False)
+    u_t, _, vt_t = np.linalg.svd(w_tgt, full_matrices=False)
+    ub, vb, ut, vt = u_b[:, :k], vt_b[:k].T, u_t[:, :k], vt_t[:k].T
+    dw = w_tgt - w_ref
+    block = ub.T @ dw @ vb
+    dw_sq = np.sum(dw**2)
+    expected = {
+        "align_u": np.abs(ub.T @ ut).max(axis=1).mean(),
+        "align_v": np.abs(vb.T @ vt).max(axis=1).mean(),
+        "delta_energy_scaling": np.sum(np.diag(block) ** 2) / dw_sq,
+        "delta_energy_rotation": (np.sum(block**2) - np.sum(np.diag(block) ** 2)) / dw_sq,
+    }
+    scalars, _ = matrix_diagnostics(torch.from_numpy(w_ref), torch.from_numpy(w_tgt), k)
+    for name, value in expected.items():
+        assert scalars[name] == pytest.approx(value, rel=1e-9), name
+    # below full rank they are not today's bestmatch_* / share_* ...
+    assert scalars["align_u"] < scalars["bestmatch_u"]
+    assert scalars["delta_energy_rotation"] < scalars["share_rotation"]
+    # ... and at k = rank they are
+    full, _ = matrix_diagnostics(torch.from_numpy(w_ref), torch.from_numpy(w_tgt), min(shape))
+    assert full["align_u"] == pytest.approx(full["bestmatch_u"])
+    assert full["delta_energy_scaling"] == pytest.approx(full["share_scaling"])
+    assert full["delta_energy_rotation"] == pytest.approx(full["share_rotation"])
 
 
 def test_per_index_and_binned_angle_profiles() -> None:

@@ -11,23 +11,20 @@ import torch
 from safetensors.torch import load_file
 
 from sftrl import surgery
-from sftrl.spectrum import Weights, thin_svd
-from sftrl.surgery import (
-    interpolate,
-    layer_reset,
-    method_kwargs,
-    parse_layers,
-    replaced_counts,
-    uv_merge,
-    uv_merge_matrix,
-)
+from sftrl.surgery import method_kwargs
+from sftrl.surgery.interp import interpolate
+from sftrl.surgery.reset import layer_reset
+from sftrl.surgery.uv import replaced_counts, uv_merge, uv_merge_matrix
+from sftrl.weights import Weights, parse_layers, thin_svd
 
 torch.set_num_threads(1)
 
 N_LAYERS = 4
 
 
-def make_model_pair(root: Path, dtype: torch.dtype = torch.float32) -> tuple[Path, Path]:
+def make_model_pair(
+    root: Path, dtype: torch.dtype = torch.float32, kv_heads: int = 4
+) -> tuple[Path, Path]:
     """Donor and recipient: a tiny random Llama and a perturbed copy (1-D tensors too)."""
     import transformers
 
@@ -37,7 +34,7 @@ def make_model_pair(root: Path, dtype: torch.dtype = torch.float32) -> tuple[Pat
         intermediate_size=64,
         num_hidden_layers=N_LAYERS,
         num_attention_heads=4,
-        num_key_value_heads=4,
+        num_key_value_heads=kv_heads,
         vocab_size=50,
         tie_word_embeddings=False,
     )
@@ -161,8 +158,18 @@ def test_uv_full_rank(tmp_path: Path, pair: tuple[Path, Path]) -> None:
     for name, tensor in out.items():
         expected = don[name] if tensor.ndim == 2 else rec[name]  # 1-D: recipient's
         assert bit_identical(tensor, expected), name
-    # direction-only: donor vectors with the recipient's singular values (k_top + k_tail >= n)
-    uv_merge(*pair, tmp_path / "directions", k_top=20, k_tail=0.5)
+    # direction-only, k_top + k_tail >= n, full_rank="donor" (the published code): the donor's
+    # matrix is copied whole, its singular values included
+    summary = uv_merge(*pair, tmp_path / "published", k_top=20, k_tail=0.5)
+    out = weights(tmp_path / "published")
+    for name, tensor in out.items():
+        expected = don[name] if tensor.ndim == 2 else rec[name]
+        assert bit_identical(tensor, expected), name
+    assert all(m["copied_whole"] for m in summary["matrices"].values())
+    # full_rank="recipient_values": donor vectors with the recipient's singular values
+    summary = uv_merge(
+        *pair, tmp_path / "directions", k_top=20, k_tail=0.5, full_rank="recipient_values"
+    )
     out = weights(tmp_path / "directions")
     for name, tensor in out.items():
         if tensor.ndim != 2:
@@ -171,7 +178,29 @@ def test_uv_full_rank(tmp_path: Path, pair: tuple[Path, Path]) -> None:
         u_b, _, v_b = thin_svd(don[name].double())
         s_t = torch.linalg.svdvals(rec[name].double())
         torch.testing.assert_close(tensor.double(), u_b * s_t @ v_b.T, atol=1e-5, rtol=1e-4)
+    assert not any(m["copied_whole"] for m in summary["matrices"].values())
     assert_loads(tmp_path / "directions")
+
+
+def test_uv_absolute_k_clamps_per_matrix(tmp_path: Path) -> None:
+    """An absolute k grid above one matrix's rank (k_proj/v_proj under grouped-query attention)
+    copies that matrix whole and merges the larger ones, as the published code does."""
+    donor, recipient = make_model_pair(tmp_path / "models", kv_heads=1)  # k_proj: 8 x 32
+    summary = uv_merge(donor, recipient, tmp_path / "out", k_top=6, k_tail=3)
+    don, rec, out = weights(donor), weights(recipient), weights(tmp_path / "out")
+    k_proj, q_proj = (
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+    )
+    assert summary["matrices"][k_proj] == {"rank": 8, "k_top": 6, "k_tail": 2, "copied_whole": True}
+    assert summary["matrices"][q_proj] == {
+        "rank": 32,
+        "k_top": 6,
+        "k_tail": 3,
+        "copied_whole": False,
+    }
+    assert bit_identical(out[k_proj], don[k_proj])
+    assert not torch.equal(out[q_proj], don[q_proj]) and not torch.equal(out[q_proj], rec[q_proj])
 
 
 def test_uv_partial_merge_and_module_filter(tmp_path: Path, pair: tuple[Path, Path]) -> None:
@@ -183,7 +212,7 @@ def test_uv_partial_merge_and_module_filter(tmp_path: Path, pair: tuple[Path, Pa
         if name not in merged:
             assert bit_identical(out[name], rec[name]), name
     name = "model.layers.1.mlp.down_proj.weight"
-    assert summary["matrices"][name] == {"rank": 32, "k_top": 8, "k_tail": 2}
+    assert summary["matrices"][name] == {"rank": 32, "k_top": 8, "k_tail": 2, "copied_whole": False}
     u_o, s_o, v_o = thin_svd(out[name].double())
     u_b, _, v_b = thin_svd(don[name].double())
     # the merged matrix is no SVD in the mixed basis, but it is close to the recipient's
@@ -304,3 +333,116 @@ def test_stage_run_writes_model(tmp_path: Path, pair: tuple[Path, Path]) -> None
     assert store.verify(art) == []
     assert store.read_manifest(art)["summary"]["tensors_modified"] == 7 + 2
     assert_loads(art / "model")
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_matches_the_schema() -> None:
+    """Each method's parameters are its schema entry's keys (surgery.<name>), with the
+    function's defaults where the schema declares one; the schema names no other method."""
+    import inspect
+
+    from sftrl.config import load_schema
+
+    sections = load_schema()["properties"]["surgery"]["properties"]
+    assert set(sections) == set(surgery.methods())
+    for name, method in surgery.methods().items():
+        schema = sections[name]["items"]["properties"]
+        assert set(schema) == {p.key for p in method.params if p.stage}, name
+        signature = inspect.signature(method.function).parameters
+        for param in method.params:
+            assert param.kwarg in signature, (name, param.kwarg)
+            if param.stage and "default" in schema[param.key]:
+                assert schema[param.key]["default"] == signature[param.kwarg].default
+
+
+def _artifact(root: Path, stage: str, params: dict, parents: dict, inputs: dict, write) -> str:
+    """A real artifact of the store, its files written by ``write(path)``; its id."""
+    from sftrl import store
+
+    spec = {"stage": stage, "params": params, "parents": parents, "inputs": inputs}
+    spec |= {"id": store.artifact_id(stage, params, parents), "root": str(root)}
+    with store.open_artifact(spec) as art:
+        write(art.path)
+    return spec["id"]
+
+
+def _eval_files(rates: dict[str, float]):
+    """Writer of an evaluation's summary.json and predictions.parquet: per checkpoint, its
+    success rate on each split (4 items)."""
+    import pandas as pd
+
+    splits = ("id_seen", "id_unseen", "ood")
+
+    def metrics(rate: float) -> dict:
+        success = {"rate": rate, "low": rate / 2, "high": (1 + rate) / 2}
+        return {"n": 4, "success": success, "mean_reward_at_1": rate, "number_accuracy": 1.0}
+
+    def write(path: Path) -> None:
+        models = {
+            c: {"splits": {s: metrics(r) | {"says_ten_rate": 0.0} for s in splits}}
+            for c, r in rates.items()
+        }
+        (path / "summary.json").write_text(json.dumps({"models": models}))
+        rows = [
+            {"checkpoint": c, "split": s, "item": i, "sample": 0, "success": i < 4 * r}
+            for c, r in rates.items()
+            for s in splits
+            for i in range(4)
+        ]
+        pd.DataFrame(rows).to_parquet(path / "predictions.parquet")
+
+    return write
+
+
+def test_layer_specs_go_through_tables_and_figures(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    """Every layer selection surgery accepts (named fractions, lists of ranges) reaches the
+    tables and figures: real surgery and store artifacts, synthetic evaluations."""
+    from sftrl import tables
+    from sftrl.figures.build import build_figure
+
+    donor, recipient = pair
+    root = tmp_path / "results"
+    sft = _artifact(root, "sft", {"kind": "stand-in"}, {}, {}, lambda path: None)
+    base_eval = _artifact(root, "eval", {}, {"model": "hf:base"}, {}, _eval_files({"model": 0.25}))
+    sft_eval = _artifact(
+        root, "eval", {}, {"model": sft}, {}, _eval_files({donor.name: 0.75, recipient.name: 0.25})
+    )
+    listed = [{"stage": "sft", "id": sft}, {"stage": "eval", "id": sft_eval}]
+    for layers in ("first_quarter", "0,2-3", [1, 3]):
+        params = {"method": "reset", "layers": layers}
+        parents = {"donor": sft, "recipient": sft}
+        inputs = {"donor": str(donor), "recipient": str(recipient)}
+        spec = {"stage": "surgery", "params": params, "parents": parents, "inputs": inputs}
+        spec |= {"id": surgery_id(params, parents), "root": str(root)}
+        surgery.run(spec)
+        ev = _artifact(root, "eval", {}, {"model": spec["id"]}, {}, _eval_files({"model": 0.5}))
+        listed += [{"stage": "surgery", "id": spec["id"]}, {"stage": "eval", "id": ev}]
+    for art in listed:
+        art |= {"dir": str(root / art["stage"] / art["id"]), "label": art["stage"]}
+    collected = tables.collect(listed, str(root / "eval" / base_eval))
+    recovery = collected["recovery"][collected["recovery"]["split"] == "ood"]
+    assert sorted(zip(recovery["setting"], recovery["fraction"], strict=True)) == [
+        ("layers=0,2-3", 0.75),
+        ("layers=[1, 3]", 0.5),
+        ("layers=first_quarter", 0.25),
+    ]
+    assert recovery["recovery"].tolist() == [0.5, 0.5, 0.5]  # 50% between 25% and 75%
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    for name, frame in collected.items():
+        frame.to_parquet(folder / f"{name}.parquet")
+    drawn = {}
+    for figure in ("surgery", "recovery"):
+        build_figure(figure, folder, tmp_path / f"{figure}.pdf", {})
+        drawn[figure] = json.loads((tmp_path / f"{figure}.json").read_text())
+    assert drawn["surgery"]["panels"] == ["A  Layer reset"]
+    assert drawn["surgery"]["empty_panels"] == []
+    assert "C  Recovery by layer reset / interpolation" not in drawn["recovery"]["empty_panels"]
+
+
+def surgery_id(params: dict, parents: dict) -> str:
+    from sftrl import store
+
+    return store.artifact_id("surgery", params, parents)

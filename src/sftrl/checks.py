@@ -291,13 +291,24 @@ def _splits(config: dict) -> list[str]:
 # ---------------------------------------------------------------------------- k, layers, modules
 
 
+def _surgery_entries(config: dict) -> list[tuple[str, int, dict]]:
+    """(method, index, entry) of every configured surgery entry, whatever its method."""
+    return [
+        (method, i, entry)
+        for method, entries in config["surgery"].items()
+        for i, entry in enumerate(entries)
+    ]
+
+
 def _k_specs(config: dict) -> list[str]:
-    from sftrl.spectrum import check_k
+    from sftrl.weights import check_k
 
     specs = [("spectrum.k", config["spectrum"]["k"], False)]
-    for i, entry in enumerate(config["surgery"]["uv"]):
+    for method, i, entry in _surgery_entries(config):
         specs += [
-            (f"surgery.uv.{i}.{end}", entry[end], True) for end in ("top", "tail") if end in entry
+            (f"surgery.{method}.{i}.{end}", entry[end], True)
+            for end in ("top", "tail")
+            if end in entry
         ]
     problems = []
     for key, value, allow_zero in specs:
@@ -312,7 +323,7 @@ _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
 
 
 def _layers(config: dict) -> list[str]:
-    from sftrl.surgery import parse_layers
+    from sftrl.weights import parse_layers
 
     depth = model_depth(config)
     if depth is None:
@@ -352,8 +363,8 @@ def _range_problem(layers: Any, depth: int) -> str | None:
 def _modules(config: dict) -> list[str]:
     filters = [("spectrum.modules", config["spectrum"]["modules"])]
     filters += [
-        (f"surgery.uv.{i}.modules", entry.get("modules"))
-        for i, entry in enumerate(config["surgery"]["uv"])
+        (f"surgery.{method}.{i}.modules", entry.get("modules"))
+        for method, i, entry in _surgery_entries(config)
     ]
     filters = [(key, patterns) for key, patterns in filters if patterns]
     if not filters or config["model"]["source"] != "tiny":
@@ -372,7 +383,7 @@ def _modules(config: dict) -> list[str]:
 def unmatched_patterns(patterns: list[str], names: list[str]) -> list[tuple[int, str]]:
     """(index, pattern) of each module filter that matches none of the tensor `names`: for
     jobs that load an HF model, whose names the plan cannot know."""
-    from sftrl.spectrum import module_filter
+    from sftrl.weights import module_filter
 
     return [(j, p) for j, p in enumerate(patterns) if not any(map(module_filter([p]), names))]
 

@@ -91,9 +91,12 @@ def _semantic_checks(config: dict) -> list[str]:
             )
     if config["model"]["source"] == "hf" and not config["model"]["hf_path"]:
         problems.append("config key model.hf_path = None: required when model.source is 'hf'")
-    for i, entry in enumerate(config["surgery"]["uv"]):
-        if entry.get("top", 0) == 0 and entry.get("tail", 0) == 0:
-            problems.append(f"config key surgery.uv.{i} = {entry!r}: top and tail are both 0")
+    for method in ("uv", "uv_random"):  # the methods that replace top/tail index ranges
+        for i, entry in enumerate(config["surgery"][method]):
+            if entry.get("top", 0) == 0 and entry.get("tail", 0) == 0:
+                problems.append(
+                    f"config key surgery.{method}.{i} = {entry!r}: top and tail are both 0"
+                )
     from sftrl import chat, mllama  # models, #11: templates, text-only Llama-3.2-Vision, vLLM
     from sftrl.vllm_generation import backend_problems
 

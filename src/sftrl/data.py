@@ -35,8 +35,11 @@ from sftrl.game import (
 )
 from sftrl.game.rules import MAX_DRAWS
 
-SPLITS = ("sft_train", "sft_heldout", "rl_prompts", "eval_id_seen", "eval_id_unseen", "eval_ood")
 TRAIN_SPLITS = ("sft_train", "sft_heldout", "rl_prompts")
+# Evaluation splits (ID rule on seen / unseen multisets, OOD rule): the one list of them, read by
+# evaluation, tables and figures; their data sets are eval_<split>.parquet.
+EVAL_SPLITS = ("id_seen", "id_unseen", "ood")
+SPLITS = (*TRAIN_SPLITS, *(f"eval_{split}" for split in EVAL_SPLITS))
 
 
 def rule_from_params(params: dict[str, Any]) -> Rule:

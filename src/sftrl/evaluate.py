@@ -46,12 +46,12 @@ import pandas as pd
 import torch
 
 from sftrl import chat
+from sftrl.data import EVAL_SPLITS as SPLITS
+from sftrl.game.reward import CATEGORIES
 from sftrl.stats import proportion
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("id_seen", "id_unseen", "ood")
-CATEGORIES = ("correct", "no_json", "illegal_formula", "wrong_numbers", "wrong_value")
 
 # Defaults of the eval stage's params (the config schema is the authority; these are used to
 # fill anything a caller leaves out and are documented in the report of the stage).

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sftrl.weights import resolve_device
+
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
 MAX_NUMBER_TOKEN = 200  # numbers 0..200 are always in the vocabulary (targets, partial results)
@@ -156,12 +158,6 @@ def save_model(model, tokenizer, out_dir: str | Path) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_model(path_or_hub_id: str | Path, *, dtype: str = "float32", device: str = "auto"):

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftrl import figures
 from sftrl.config import ConfigError, load_schema
 from sftrl.distributed import world_size
 from sftrl.store import artifact_id, code_fingerprint, presentation_hash
+from sftrl.surgery.registry import methods as surgery_methods
 
-# The paper's figures, one rule each: results/figures/<name>.pdf
-FIGURES = ("recovery", "sft_dynamics", "rl_curves", "spectrum", "angles", "surgery", "coupling")
+# The paper's figures, one rule each: results/figures/<name>.pdf (one module each, no matplotlib)
+FIGURES = figures.FIGURES
 # Stages whose metrics the tables stage collects for figures and the summary.
 MEASURED_STAGES = ("eval", "sft", "rl", "rlsft", "spectrum", "surgery")
 
@@ -382,7 +384,8 @@ class Plan:
     def _surgery(self) -> None:
         cfg = self.config["surgery"]
         self.surgeries: list[Artifact] = []
-        for method in ("uv", "reset", "interp"):
+        for method in surgery_methods():
+            defaults = surgery_defaults(method)
             for entry in cfg[method]:
                 art = self._pair(
                     "surgery",
@@ -390,7 +393,7 @@ class Plan:
                     self.sft_peak,
                     self.sft_end,
                     roles=("donor", "recipient"),
-                    label=f"{method} {surgery_label(entry)}",
+                    label=f"{method} {surgery_label(entry, defaults)}",
                     models=["model"],
                 )
                 self.surgeries.append(art)
@@ -478,8 +481,19 @@ def rl_checkpoints(params: dict[str, Any]) -> list[str]:
     return [*saved, "final"]
 
 
-def surgery_label(entry: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in sorted(entry.items()))
+def surgery_defaults(method: str) -> dict[str, Any]:
+    """The schema's defaults of one ``surgery.<method>`` entry (filled in by validation)."""
+    items = load_schema()["properties"]["surgery"]["properties"][method]["items"]
+    return {k: s["default"] for k, s in items["properties"].items() if "default" in s}
+
+
+def surgery_label(entry: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
+    """``top=0.2 tail=0.1``: the entry's keys, those at their schema default left out, so a
+    label reads as the config line (``sftrl plan --find 'uv top=0.2'``)."""
+    defaults = defaults or {}
+    return " ".join(
+        f"{k}={v}" for k, v in sorted(entry.items()) if k not in defaults or defaults[k] != v
+    )
 
 
 def write_spec(art: Artifact, path: str | Path) -> None:

@@ -17,7 +17,9 @@ Per matrix (``per_matrix.parquet``):
    because arccos loses all precision near 0 (float32: 1e-7 in the cosine is 4.5e-4 rad).
 3. best-match cosine: ``max_j |<u_b,i, u_t,j>|`` with j over ALL r target vectors (a direction
    that moved to another index still counts as matched); ``bestmatch_u`` averages it over the
-   top-k reference vectors, ``bestmatch_u_all`` over all r.
+   top-k reference vectors, ``bestmatch_u_all`` over all r. The published code's ``align_u``
+   (arXiv 2508.16546's analysis script) takes the max over the TOP-k target vectors only:
+   ``mean_{i<k} max_{j<k} |<u_b,i, u_t,j>|``; the two agree at k = r and differ below.
 4. projector distance ``||U_b,k U_b,k^T - U_t,k U_t,k^T||_F`` (``proj_u``), without n x n
    matrices: it equals ``sqrt(2k - 2||U_b,k^T U_t,k||_F^2) = sqrt(2 sum sin^2(theta_i))``, and
    the sines come from the residual of item 2, free of the cancellation in ``2k - 2||.||^2``.
@@ -28,6 +30,10 @@ Per matrix (``per_matrix.parquet``):
    span(U_b) x span(V_b), non-zero only for non-square matrices (the thin basis of the longer
    side spans r of its dimensions). The three shares are in [0, 1] and sum to 1. When
    ``dW == 0`` they are NaN (undefined, and skipped by pandas means): ``dw_fro == 0`` says so.
+   The published code's split uses the top-k block ``C_k = U_b,k^T dW V_b,k`` only:
+   ``delta_energy_scaling = ||diag C_k||^2 / ||dW||^2``, ``delta_energy_rotation = (||C_k||^2 -
+   ||diag C_k||^2) / ||dW||^2`` (equal to the shares at k = r; below, the rest of dW, outside
+   the top-k block, is in neither).
 6. out-of-subspace residual ``1 - ||U_b,k^T W_t V_b,k||_F^2 / sum_{i<k} S_b,i^2`` with the
    TOP-k reference bases in the numerator and the matching top-k energy in the denominator, so
    identical models give 0 for every k (with full bases the ratio would only compare Frobenius
@@ -55,24 +61,35 @@ Per layer (``per_layer.parquet``): one row per (layer, module) and one per layer
 per-matrix diagnostics, energy shares weighted by ``dw_fro^2`` (sum of the parts over sum of the
 totals), ``dw_fro`` and ``ref_fro`` as root-sum-squares.
 
-SVDs run in the cheaper orientation: LAPACK's gesdd through ``torch.linalg.svd`` on CPU was 2.1x
-faster on 896x4864 given as 4864x896 (0.43 s vs 0.93 s, one thread) and ``svdvals`` 4x faster,
-so a wide matrix is transposed and U and V are swapped back.
+Weights I/O, k selections and the thin SVD live in ``sftrl.weights``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import numbers
-import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sftrl.weights import (
+    COMPUTE_DTYPES,
+    KSpec,
+    Weights,
+    check_k,
+    layer_of,
+    matched_matrices,
+    module_filter,
+    module_of,
+    parse_k,
+    resolve_device,
+    resolve_dtype,
+    resolve_k,
+    singular_values,
+    thin_svd,
+)
 
 # numpy, pandas, torch and safetensors are imported inside the functions that use them: the
 # `sftrl` CLI imports this module to register its subcommand, and `sftrl ls` must start fast.
@@ -87,233 +104,6 @@ DEFAULT_K: float = 0.2  # "top 20%" of the paper
 DEFAULT_BINS = 20
 DEFAULT_DW_TOP = 8
 TABLES = ("per_matrix", "per_index", "per_layer")
-
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
-
-# Decoder layers: "model.layers.3." (Llama, Qwen), also "model.language_model.layers.3." and
-# "language_model.model.layers.3." (multimodal wrappers such as Llama-3.2-Vision). A vision
-# tower ("vision_model.transformer.layers.3.") deliberately does not match.
-_LAYER_RE = re.compile(r"(?:^|\.)(?:model|language_model)\.layers\.(\d+)\.")
-
-COMPUTE_DTYPES = ("float32", "float64")
-
-KSpec = int | float
-
-
-# --------------------------------------------------------------------------- names and options
-
-
-def layer_of(name: str) -> int | None:
-    """Decoder layer index parsed from a tensor name, or None (embeddings, lm_head, final norm)."""
-    match = _LAYER_RE.search(name)
-    return int(match.group(1)) if match else None
-
-
-def module_of(name: str) -> str:
-    """Module type: the component before ``.weight``/``.bias`` (q_proj, embed_tokens, lm_head)."""
-    parts = name.split(".")
-    if len(parts) > 1 and parts[-1] in ("weight", "bias"):
-        return parts[-2]
-    return parts[-1]
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key that orders ``layers.2`` before ``layers.10``."""
-    # re.split with a capturing group alternates text and digit runs, so types never collide.
-    return [int(tok) if i % 2 else tok for i, tok in enumerate(re.split(r"(\d+)", name))]
-
-
-def module_filter(patterns: str | Sequence[str] | None) -> Callable[[str], bool]:
-    """Predicate on tensor names: True if any pattern matches (None or empty: everything).
-
-    Each pattern is a Python regular expression searched anywhere in the full tensor name, so a
-    plain substring such as ``q_proj`` or ``mlp`` works as is; a pattern that is not a valid
-    regular expression is used as a literal substring.
-    """
-    if patterns is None:
-        return lambda name: True
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    if not patterns:
-        return lambda name: True
-    compiled = []
-    for pattern in patterns:
-        try:
-            compiled.append(re.compile(pattern))
-        except re.error:
-            compiled.append(re.compile(re.escape(pattern)))
-    return lambda name: any(rx.search(name) for rx in compiled)
-
-
-def check_k(k: KSpec, *, name: str = "k", allow_zero: bool = False) -> None:
-    """Validate a k spec: an int count (>= 1, or >= 0), or a float fraction in (0, 1] / [0, 1]."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Real):
-        raise TypeError(f"{name} must be an int count or a float fraction, got {k!r}")
-    low = 0 if allow_zero else 1
-    if isinstance(k, numbers.Integral):
-        if k < low:
-            raise ValueError(f"{name} = {k}: a count must be >= {low}")
-        return
-    if not (math.isfinite(k) and (0 <= k <= 1) and (allow_zero or k > 0)):
-        interval = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ValueError(f"{name} = {k}: a fraction must lie in {interval}")
-
-
-def resolve_k(k: KSpec, rank: int, *, minimum: int = 1) -> int:
-    """Number of singular triplets for one matrix of thin-SVD size ``rank``.
-
-    An int is a count, clipped to ``rank`` (so k=768 works on smaller matrices). A float is a
-    fraction of ``rank``, rounded half up (0.2 of 35 -> 7, 0.5 of 33 -> 17). The result is at
-    least ``minimum`` (1 for the diagnostics, which need a non-empty subspace).
-    """
-    if isinstance(k, numbers.Integral) and not isinstance(k, bool):
-        count = int(k)
-    else:
-        count = math.floor(float(k) * rank + 0.5)
-    return max(minimum, min(count, rank))
-
-
-def parse_k(text: str) -> KSpec:
-    """Command-line k: digits only is a count (``768``), anything else a fraction (``0.2``)."""
-    text = text.strip()
-    return int(text) if re.fullmatch(r"\d+", text) else float(text)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: the first CUDA device if there is one, else the CPU."""
-    import torch
-
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"float32"`` or ``"float64"`` (or the torch dtype itself)."""
-    import torch
-
-    name = str(dtype).removeprefix("torch.")
-    if name not in COMPUTE_DTYPES:
-        raise ValueError(f"compute dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}")
-    return getattr(torch, name)
-
-
-# --------------------------------------------------------------------------- reading weights
-
-
-def weight_files(model_dir: str | Path) -> list[Path]:
-    """The safetensors files of an HF model directory (single file, or shards + index)."""
-    model_dir = Path(model_dir)
-    index = model_dir / INDEX_FILE
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return [model_dir / f for f in sorted(set(weight_map.values()))]
-    if (model_dir / SINGLE_FILE).is_file():
-        return [model_dir / SINGLE_FILE]
-    shards = sorted(model_dir.glob("model-*.safetensors"))
-    if shards:
-        return shards
-    raise FileNotFoundError(
-        f"{model_dir}: no {SINGLE_FILE}, {INDEX_FILE} or model-*.safetensors "
-        "(only safetensors checkpoints are supported)"
-    )
-
-
-class Weights:
-    """Read-only, lazy view of the tensors of an HF model directory.
-
-    Files are memory-mapped by safetensors; ``get`` materialises one tensor at a time, so a
-    caller that drops each tensor after use holds at most a few in memory.
-    """
-
-    def __init__(self, model_dir: str | Path):
-        from safetensors import safe_open
-
-        self.dir = Path(model_dir)
-        self._stack = ExitStack()
-        self._where: dict[str, Any] = {}
-        try:
-            for path in weight_files(self.dir):
-                handle = self._stack.enter_context(safe_open(str(path), framework="pt"))
-                for name in handle.keys():
-                    if name in self._where:
-                        raise ValueError(f"{self.dir}: tensor {name} appears in two shards")
-                    self._where[name] = handle
-        except BaseException:
-            self._stack.close()
-            raise
-        self._names = sorted(self._where, key=natural_key)
-
-    def __enter__(self) -> Weights:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._stack.close()
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._where
-
-    def names(self) -> list[str]:
-        """Tensor names in natural order (layer 2 before layer 10)."""
-        return list(self._names)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._where[name].get_slice(name).get_shape())
-
-    def get(self, name: str) -> torch.Tensor:
-        return self._where[name].get_tensor(name)
-
-
-def matched_matrices(
-    ref: Weights, tgt: Weights, keep: Callable[[str], bool] | None = None
-) -> list[str]:
-    """Names of the 2-D tensors present in both with equal shape, filtered, in natural order."""
-    keep = keep or (lambda name: True)
-    names = []
-    for name in ref.names():
-        shape = ref.shape(name)
-        if len(shape) != 2 or not keep(name):
-            continue
-        if name not in tgt:
-            log.warning("%s: not in %s; skipped", name, tgt.dir)
-            continue
-        if tgt.shape(name) != shape:
-            log.warning("%s: shape %s vs %s; skipped", name, shape, tgt.shape(name))
-            continue
-        names.append(name)
-    return names
-
-
-# --------------------------------------------------------------------------- linear algebra
-
-
-def thin_svd(
-    w: torch.Tensor, *, cheap: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``W = U diag(S) V^T``: U (m x r), S (r,) descending, V (n x r), r = min(m, n).
-
-    ``cheap=True`` runs the SVD on the tall orientation (see the module docstring): for m < n,
-    ``W^T = U2 S V2^T`` gives ``W = V2 S U2^T``, so U and V swap. ``cheap=False`` is the direct
-    call, kept for tests and the benchmark.
-    """
-    import torch
-
-    if cheap and w.shape[0] < w.shape[1]:
-        u2, s, v2h = torch.linalg.svd(w.T, full_matrices=False)
-        return v2h.T, s, u2
-    u, s, vh = torch.linalg.svd(w, full_matrices=False)
-    return u, s, vh.T
-
-
-def singular_values(w: torch.Tensor) -> torch.Tensor:
-    """Singular values (descending), computed on the tall orientation (4x cheaper on CPU)."""
-    import torch
-
-    return torch.linalg.svdvals(w.T if w.shape[0] < w.shape[1] else w)
 
 
 def principal_angles(
@@ -444,6 +234,7 @@ def matrix_diagnostics(
         scalars[f"proj_{side}_norm"] = _item(proj) / math.sqrt(2 * k)
         best, best_idx = cross.abs().max(dim=1)
         scalars[f"bestmatch_{side}"] = _item(best[:k].mean())
+        scalars[f"align_{side}"] = _item(cross[:k, :k].abs().max(dim=1).values.mean())
         scalars[f"bestmatch_{side}_all"] = _item(best.mean())
         which_bin, bin_angle = binned_angles(ref_basis, tgt_basis, cross, bins)
         per_index[f"angle_{side}"] = paired_angles(ref_basis, tgt_basis)
@@ -467,8 +258,14 @@ def matrix_diagnostics(
         scalars["share_scaling"] = min(1.0, diag_sq / dw_sq)
         scalars["share_rotation"] = min(1.0, max(0.0, c_sq - diag_sq) / dw_sq)
         scalars["share_outside"] = min(1.0, max(0.0, 1.0 - c_sq / dw_sq))
+        # the published code's split: the top-k block of C only
+        top_diag_sq = _item((torch.diagonal(c[:k, :k]) ** 2).sum())
+        top_sq = _item((c[:k, :k] ** 2).sum())
+        scalars["delta_energy_scaling"] = min(1.0, top_diag_sq / dw_sq)
+        scalars["delta_energy_rotation"] = min(1.0, max(0.0, top_sq - top_diag_sq) / dw_sq)
     else:
         scalars.update(share_scaling=nan, share_rotation=nan, share_outside=nan)
+        scalars.update(delta_energy_scaling=nan, delta_energy_rotation=nan)
 
     # 6. out-of-subspace residual with the top-k reference bases.
     block = c[:k, :k] + torch.diag(s_b[:k])
@@ -523,12 +320,20 @@ MEAN_COLUMNS = (
     "bestmatch_v",
     "bestmatch_u_all",
     "bestmatch_v_all",
+    "align_u",
+    "align_v",
     "residual",
     "sv_rel_l2",
     "sv_rel_mean_abs",
     "dw_rel",
 )
-SHARE_COLUMNS = ("share_scaling", "share_rotation", "share_outside")
+SHARE_COLUMNS = (
+    "share_scaling",
+    "share_rotation",
+    "share_outside",
+    "delta_energy_scaling",
+    "delta_energy_rotation",
+)
 
 
 def _aggregate(group: pd.DataFrame) -> dict[str, Any]:
@@ -664,6 +469,8 @@ def summarize(tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
         "params": int((pm["rows"] * pm["cols"]).sum()),
         "angle_u_mean": float(pm["angle_u_mean"].mean()),
         "angle_v_mean": float(pm["angle_v_mean"].mean()),
+        "align_u_mean": float(pm["align_u"].mean()),
+        "align_v_mean": float(pm["align_v"].mean()),
         "residual_mean": float(pm["residual"].mean()),
         "sv_rel_l2_mean": float(pm["sv_rel_l2"].mean()),
         "dw_rel_total": math.sqrt(total / float((pm["ref_fro"] ** 2).sum())),

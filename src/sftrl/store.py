@@ -55,12 +55,11 @@ FINGERPRINT_PACKAGES = (
     "accelerate",
 )
 
-# Presentation modules (paths relative to the sftrl package): editing a figure or the CLI must
-# not change any artifact id, so they are left out of the code hash.
-# Reporting code: left out of every id, so editing a table or a plot never re-trains a model.
-# The tables stage and the figure rules carry a hash of their own module instead
+# Presentation code (modules and packages of the sftrl package, the single list of them):
+# left out of every id, so editing a table, a plot or the CLI never re-trains a model. The
+# tables stage and the figure rules carry a hash of their own code instead
 # (`presentation_hash`), so they alone rerun when it changes.
-PRESENTATION_FILES = frozenset({"figures.py", "cli.py", "tables.py"})
+PRESENTATION_FILES = frozenset({"figures", "cli.py", "tables.py"})
 PRESENTATION_PREFIX = "report"  # sftrl/report.py, sftrl/report/..., sftrl/reports/...
 # Plan-time checks decide whether a job may start, never what it computes: out of every id too.
 PLAN_CHECK_FILES = frozenset({"memory.py"})
@@ -119,14 +118,22 @@ _FINGERPRINT_CACHE: dict[str, Any] | None = None
 
 
 def _is_presentation(rel: Path) -> bool:
-    if rel.as_posix() in PRESENTATION_FILES | PLAN_CHECK_FILES:
+    if rel.as_posix() in PLAN_CHECK_FILES:
         return True
-    return rel.parts[0].startswith(PRESENTATION_PREFIX)
+    return rel.parts[0] in PRESENTATION_FILES or rel.parts[0].startswith(PRESENTATION_PREFIX)
 
 
-def presentation_hash(module_file: str) -> str:
-    """Short SHA-256 of one presentation module's source (e.g. ``"tables.py"``)."""
-    return hashlib.sha256((Path(__file__).parent / module_file).read_bytes()).hexdigest()[:16]
+def presentation_hash(name: str) -> str:
+    """Short SHA-256 of one presentation module's source (``"tables.py"``), or of a package's
+    ``*.py`` files (``"figures"``), by relative path and bytes."""
+    path = Path(__file__).parent / name
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*.py")):
+        digest.update(file.relative_to(path).as_posix().encode("utf-8") + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def code_hash(package_dir: Path) -> str:

@@ -2,7 +2,8 @@
 
 Figures and the run summary read these tables only (never a model), so re-drawing a figure
 costs a plot, and each table names the artifact ids its rows came from. Columns are listed in
-`sftrl.figures`; every table is written even when empty (e.g. no surgery configured).
+`sftrl.figures.style.TABLE_COLUMNS`; every table is written even when empty (e.g. no surgery
+configured).
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sftrl.data import EVAL_SPLITS
 from sftrl.stats import recovery_interval
 from sftrl.store import read_manifest
-
-SPLITS = ("id_seen", "id_unseen", "ood")
-
+from sftrl.surgery import registry as surgery
 
 # ----------------------------------------------------------------------------- readers
 
@@ -46,30 +46,6 @@ def checkpoint_position(stage: str, checkpoint: str, params: dict[str, Any]) -> 
     return {"epoch": epoch, "rl_step": step}
 
 
-def surgery_setting(params: dict[str, Any], num_layers: int) -> tuple[str, float]:
-    """A short label of a surgery and its x value (UV top fraction, share of layers, alpha)."""
-    method = params["method"]
-    if method == "uv":
-        top, tail = params.get("top", 0), params.get("tail", 0)
-        label = f"top={top}" + (f",tail={tail}" if tail else "")
-        return label, float(top) + float(tail)
-    if method == "reset":
-        extras = [k for k in ("embeddings", "lm_head", "norms") if params.get(k)]
-        label = ",".join([f"layers={params['layers']}", *(f"{k}=on" for k in extras)])
-        return label, len(parse_layer_list(params["layers"])) / num_layers
-    return f"alpha={params['alpha']}", float(params["alpha"])
-
-
-def parse_layer_list(layers: Any) -> list[int]:
-    if isinstance(layers, list):
-        return [int(x) for x in layers]
-    text = str(layers)
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(x) for x in text.split(",")]
-
-
 # ----------------------------------------------------------------------------- tables
 
 
@@ -89,7 +65,7 @@ class Collector:
         config = json.loads(
             (Path(self.info[surgery_id]["dir"]) / "model" / "config.json").read_text()
         )
-        return surgery_setting(self.manifests[surgery_id]["params"], config["num_hidden_layers"])
+        return surgery.setting(self.manifests[surgery_id]["params"], config["num_hidden_layers"])
 
     def model_stage(self, model_id: str) -> tuple[str, dict[str, Any], str]:
         if model_id == self.base_model_id:
@@ -152,7 +128,7 @@ class Collector:
             recipient = Path(manifest["inputs"]["recipient"]).name
             sft_eval = eval_of[manifest["parents"]["donor"]]
             setting, fraction = self.surgery_setting(art["id"])
-            for split in SPLITS:
+            for split in EVAL_SPLITS:
                 after = self.predictions(eval_of[art["id"]], "model", split)
                 r = self.predictions(sft_eval, recipient, split)
                 d = self.predictions(sft_eval, donor, split)
@@ -384,8 +360,8 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
             "",
             "## Spectra (mean over layers; all 2-D matrices)",
             "",
-            "| pair | mean abs. rel. singular-value change | mean paired angle (deg) "
-            "| dW energy: rotation / scaling |",
+            "| pair | mean abs. rel. singular-value change | mean top-k principal angle, U (deg) "
+            "| dW energy (full bases): rotation / scaling |",
             "|---|---|---|---|",
         ]
         for pair, group in whole:

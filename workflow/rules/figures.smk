@@ -50,7 +50,7 @@ rule figure:
         runtime=res("figures", "runtime"),
     params:
         settings=lambda w: figure_settings(w.name),
-        code=presentation_hash("figures.py"),
+        code=presentation_hash("figures"),
     script:
         "../scripts/figure.py"
 

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from sftrl.figures import build_figure
+from sftrl.figures.build import build_figure
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 (injected by Snakemake)
     sys.stdout = sys.stderr = log

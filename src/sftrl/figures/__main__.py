@@ -1,0 +1,5 @@
+import sys
+
+from sftrl.figures.build import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from sftrl.surgery import main
+
+sys.exit(main())
