@@ -102,22 +102,13 @@ class Architecture:
 
 def model_config(model: dict[str, Any]):
     """The transformers config of the configured model (config `model` section)."""
-    from transformers import AutoConfig, LlamaConfig
+    from transformers import AutoConfig
 
     if model["source"] == "tiny":
-        from sftrl.modeling import tokenizer_vocabulary
+        from sftrl.modeling import tiny_config, tokenizer_vocabulary
 
-        tiny = model["tiny"]
-        return LlamaConfig(
-            vocab_size=len(tokenizer_vocabulary([])),  # the fixed vocabulary (+ a few words)
-            hidden_size=tiny["hidden_size"],
-            num_hidden_layers=tiny["num_layers"],
-            num_attention_heads=tiny["num_heads"],
-            num_key_value_heads=tiny["num_heads"],
-            intermediate_size=tiny["intermediate_size"],
-            max_position_embeddings=tiny["max_position_embeddings"],
-            tie_word_embeddings=False,
-        )
+        # the fixed vocabulary (+ a few words)
+        return tiny_config(len(tokenizer_vocabulary([])), **model["tiny"])
     path = model["hf_path"]
     if (Path(path) / "config.json").is_file():
         return AutoConfig.from_pretrained(path)

@@ -101,6 +101,33 @@ def load_tokenizer(path_or_hub_id: str | Path, *, padding_side: str | None = Non
 # ----------------------------------------------------------------------------- model
 
 
+def tiny_config(
+    vocab_size: int,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    intermediate_size: int,
+    max_position_embeddings: int,
+    **extra,
+):
+    """The tiny model's LlamaConfig from the config's `model.tiny` sizes (also what the memory
+    plan counts): untied embeddings, one KV head per attention head."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=False,
+        **extra,
+    )
+
+
 def build_tiny_model(
     tokenizer,
     *,
@@ -113,17 +140,15 @@ def build_tiny_model(
 ):
     """A randomly initialised Llama (LlamaConfig: AutoTokenizer keeps our word-level tokenizer
     with it, unlike Qwen2). Untied embeddings so every 2-D matrix is its own weight."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    config = tiny_config(
+        len(tokenizer),
         hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
+        num_layers=num_layers,
+        num_heads=num_heads,
         intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
