@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from sftrl import jobs
 from sftrl.train import ppo, rl_common
 
 WORDS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "go", "a", "b", "c", "d", "e", "f", "g", "h"]
@@ -256,7 +257,7 @@ def test_values_and_logps_under_left_padding_match_unpadded():
     torch.nn.init.normal_(head.net[-1].weight)
     prompts = [tok("go b")["input_ids"], tok("go b c d e")["input_ids"]]
     completion = [5, 6, 3]  # "a b [EOS]"
-    ids, mask = ppo.left_pad(prompts, tok.pad_token_id)
+    ids, mask, _ = ppo.left_pad(prompts, tok.pad_token_id)
     assert ids[0, -1] == prompts[0][-1] and mask[0, 0] == 0  # last prompt token at P-1
     full = torch.cat([ids, torch.tensor([completion] * 2)], dim=1)
     full_mask = torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], dim=1)
@@ -324,7 +325,6 @@ def test_train_ppo_writes_metrics_checkpoints_and_sft_loss(tmp_path):
     out.mkdir()
     model, tok = toy_policy()
     probe = rl_common.SftLossTracker(data, out, n_rows=2, batch_size=2)
-    probe.measure(model, tok, "start", 0)
     params = {
         **MICRO,
         "steps": 3,
@@ -341,7 +341,7 @@ def test_train_ppo_writes_metrics_checkpoints_and_sft_loss(tmp_path):
         first_word_is_a,
         params,
         out,
-        lambda step, m: probe.measure(m, tok, "policy", step),
+        lambda step, m: probe.measure(m, tok, "start" if step == 0 else "policy", step),
     )
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3]
@@ -390,6 +390,7 @@ def test_ppo_stage_writes_a_complete_artifact(tmp_path):
     data, base, _ = tiny_game_setup(tmp_path)
     params = {
         **ppo.DEFAULT_PARAMS,
+        "algorithm": "ppo",
         "steps": 2,
         "rollout_batch_size": 4,
         "minibatch_size": 2,
@@ -403,7 +404,7 @@ def test_ppo_stage_writes_a_complete_artifact(tmp_path):
     spec = stage_spec(
         tmp_path, "rl", params, {"start_model": base, "base_model": base, "data": data}
     )
-    ppo.main(["--spec", json.dumps(spec)])
+    jobs.main(["--spec", json.dumps(spec)])
     art = tmp_path / "results" / "rl" / spec["id"]
     assert (art / "manifest.json").exists() and (art / "step-1").is_dir()
     assert (art / "final" / "model.safetensors").exists()

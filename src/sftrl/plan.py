@@ -227,6 +227,7 @@ class Plan:
                             "seed": seed,
                             "start": start,
                             "start_epoch": epoch,
+                            "model": self._model_params(),
                             **algo_params,
                         },
                         {"data": self.data.id, "sft": self.sft.id, "base": self.base.key},
@@ -255,7 +256,7 @@ class Plan:
                 continue
             branch = self.add(
                 "rlsft",
-                {**cfg, "seed": self.config["seed"]},
+                {**cfg, "seed": self.config["seed"], "model": self._model_params()},
                 {"rl": run.id, "data": self.data.id},
                 {"data": self.data.dir, "start_model": run.model_path("final")},
                 f"sft after {run.label}",
