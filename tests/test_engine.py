@@ -256,11 +256,27 @@ summary = ppo.train_ppo(
 """
 
 
+def one_process_group() -> dict[str, str]:
+    """The environment a launcher gives one process (else DeepSpeed looks for MPI)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
 def run_ppo_script(tmp_path: Path, dist: dict, name: str) -> list[dict]:
     out = tmp_path / name
     out.mkdir()
     script = DEEPSPEED_PPO.format(tests=str(Path(__file__).parent))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **one_process_group()}
     proc = subprocess.run(
         [sys.executable, "-c", script, json.dumps(dist), str(out)],
         env=env,

@@ -206,14 +206,20 @@ def prepare_reference(acc, model):
 @contextmanager
 def generation_model(acc, model, dist: Distributed):
     """The bare module for a sampling loop; under ZeRO-3 its parameters are gathered for the
-    duration (TRL's unwrap-for-generation helper)."""
-    if dist.deepspeed and dist.zero_stage == 3:
-        from trl.models.utils import unwrap_model_for_generation
-
-        with unwrap_model_for_generation(model, acc) as unwrapped:
-            yield unwrapped
-    else:
+    duration and the engine's partitioning hooks lifted (as TRL's unwrap-for-generation does,
+    which expects a PreTrainedModel: ours is policy + value head)."""
+    if not (dist.deepspeed and dist.zero_stage == 3):
         yield acc.unwrap_model(model)
+        return
+    import deepspeed
+    from trl.models.utils import add_hooks, remove_hooks
+
+    with deepspeed.zero.GatheredParameters(model.parameters()):
+        remove_hooks(model)
+        try:
+            yield acc.unwrap_model(model)
+        finally:
+            add_hooks(model)
 
 
 @contextmanager
