@@ -310,3 +310,38 @@ def test_ppo_on_deepspeed_zero_matches_ddp(tmp_path, zero_stage):
 )
 def test_two_process_deepspeed():
     pass
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; a new mixed precision needs a fresh one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_ppo_bf16_compute_keeps_fp32_masters_and_saves_bf16(tmp_path, fresh_accelerate_state):
+    """mixed_precision bf16: autocast compute, the weights (and so AdamW's updates) stay fp32;
+    activation checkpointing on; the checkpoint is written in save_dtype."""
+    from safetensors import safe_open
+    from test_ppo import MICRO, TOY_ROWS, first_word_is_a, toy_policy
+
+    from sftrl.train import rl_common
+
+    dist = engine.Distributed(
+        mixed_precision="bf16", activation_checkpointing=True, save_dtype="bfloat16"
+    )
+    model, tok = toy_policy()
+    engine.set_activation_checkpointing(model, dist)
+    before = model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    params = {**MICRO, "steps": 2, "kl_coef": 0.1}
+    summary = ppo.train_ppo(
+        model, tok, rl_common.cycle_rows(TOY_ROWS, 0), first_word_is_a, params, tmp_path, dist=dist
+    )
+    weight = model.model.layers[0].mlp.up_proj.weight
+    assert weight.dtype == torch.float32 and not torch.equal(weight, before)
+    assert summary["steps"] == 2
+    with safe_open(str(tmp_path / "final" / "model.safetensors"), "pt") as f:
+        assert all(f.get_tensor(k).dtype == torch.bfloat16 for k in f.keys())
