@@ -123,35 +123,40 @@ def test_two_process_sft_matches_one_process(game):
         assert (art / "epoch-1" / "model.safetensors").is_file()
 
 
+# RL runs: 2 updates at the sharp model's greedy answers (see `sharp`), a save and a probe each
+RL_MICRO = {"steps": 2, "temperature": 0.01, "save_every": 1, "sft_loss_every": 1}
+
+
+def rl_pair(game, sharp, params_for) -> tuple[list[Path], list[dict]]:
+    """The 1- and 2-process RL runs: artifact directories and first metrics lines."""
+    _, data, base = game
+    inputs = {"start_model": sharp, "base_model": base, "data": data}
+    arts = [art for art, _ in pair(game, "rl", params_for, inputs)]
+    return arts, [first_line(art / "metrics.jsonl") for art in arts]
+
+
 @pytest.mark.slow
 def test_two_process_ppo_matches_one_process(game, sharp):
-    root, data, base = game
-
     def params(n):
         batch = 8 // n  # episodes per process; one minibatch, one optimizer step per update
         micro = dict(rollout_batch_size=batch, minibatch_size=batch, micro_batch_size=batch)
         return {
             **ppo.DEFAULT_PARAMS,
+            **RL_MICRO,
             **micro,
             "algorithm": "ppo",
-            "steps": 2,
             "ppo_epochs": 1,
             "max_new_tokens": 6,
-            "temperature": 0.01,  # greedy answers of the sharp model (see `sharp`)
             "whiten_advantages": False,  # a per-process statistic
-            "save_every": 1,
-            "sft_loss_every": 1,
             "sft_loss_rows": 4,
         }
 
-    inputs = {"start_model": sharp, "base_model": base, "data": data}
-    (one, _), (two, _) = pair(game, "rl", params, inputs)
-    rows = [first_line(a / "metrics.jsonl") for a in (one, two)]
+    arts, rows = rl_pair(game, sharp, params)
     assert rows[0]["grad_norm"] > 0
     # the gradient norm after DDP's all-reduce is the 1-process one (independent copies: not)
     for key in ("reward", "policy_loss", "value_loss", "grad_norm", "completion_tokens"):
         assert rows[1][key] == pytest.approx(rows[0][key], rel=1e-4, abs=1e-6), key
-    for art in (one, two):
+    for art in arts:
         assert (art / "step-1").is_dir() and (art / "final" / "model.safetensors").is_file()
         assert (art / "value_head.safetensors").is_file()
         losses = [json.loads(x) for x in (art / "sft_loss.jsonl").read_text().splitlines()]
@@ -160,28 +165,21 @@ def test_two_process_ppo_matches_one_process(game, sharp):
 
 @pytest.mark.slow
 def test_two_process_grpo_matches_one_process(game, sharp):
-    root, data, base = game
-
     def params(n):
         return {
             **grpo.DEFAULT_PARAMS,
+            **RL_MICRO,
             "algorithm": "grpo",
-            "steps": 2,
             "num_generations": 4,
             "per_device_train_batch_size": 8 // n,  # 2 hands x 4 answers per step in all
             "max_completion_length": 6,
-            "temperature": 0.01,
-            "save_every": 1,
-            "sft_loss_every": 1,
             "sft_loss_rows": 4,
         }
 
-    inputs = {"start_model": sharp, "base_model": base, "data": data}
-    (one, _), (two, _) = pair(game, "rl", params, inputs)
-    rows = [first_line(a / "metrics.jsonl") for a in (one, two)]
+    arts, rows = rl_pair(game, sharp, params)
     for key in ("reward", "loss", "completions/mean_length"):
         assert rows[1][key] == pytest.approx(rows[0][key], rel=1e-4, abs=1e-6), key
-    for art in (one, two):
+    for art in arts:
         assert (art / "step-1").is_dir() and (art / "final" / "model.safetensors").is_file()
 
 

@@ -250,6 +250,31 @@ def multinomial(temperature: float, generator: torch.Generator | None = None):
     return pick
 
 
+def sample(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    temperature: float,
+    generator: torch.Generator | None = None,
+):
+    """Sample completions of left-padded prompts with the KV cache (temperature 0: greedy).
+    Returns (tokens [B, T], completion_mask [B, T]: 1 up to and including the first EOS)."""
+    tokens = sample_tokens(
+        model,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens=max_new_tokens,
+        pad_id=pad_id,
+        eos_ids=[eos_id],
+        pick=multinomial(temperature, generator),
+    )
+    is_eos = (tokens == eos_id).long()
+    return tokens, ((is_eos.cumsum(-1) - is_eos) == 0).long()
+
+
 RewardFn = Callable[[list[str], list[dict]], tuple[list[float], list[bool]]]
 
 
@@ -271,17 +296,16 @@ def rollout(
         [tokenizer(r["prompt"])["input_ids"] for r in rows], pad_id
     )
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    tokens = sample_tokens(
+    tokens, completion_mask = sample(
         model,
         prompt_ids,
         prompt_mask,
-        max_new_tokens=max_new_tokens,
-        pad_id=pad_id,
-        eos_ids=[tokenizer.eos_token_id],
-        pick=multinomial(temperature, generator),
+        tokenizer.eos_token_id,
+        pad_id,
+        max_new_tokens,
+        temperature,
+        generator,
     )
-    is_eos = (tokens == tokenizer.eos_token_id).long()
-    completion_mask = ((is_eos.cumsum(-1) - is_eos) == 0).long()  # up to the first EOS
     texts = [
         tokenizer.decode(t[m.bool()].tolist(), skip_special_tokens=True)
         for t, m in zip(tokens.cpu(), completion_mask.cpu(), strict=True)
