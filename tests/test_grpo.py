@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_ppo import TOY_ROWS, first_word_is_a, stage_spec, tiny_game_setup, toy_policy
 
+from sftrl import jobs
 from sftrl.train import grpo, rl_common
 
 MICRO = dict(
@@ -101,7 +102,7 @@ def test_grpo_writes_metrics_checkpoints_and_sft_loss(tmp_path):
     assert all(r["reward_kind"] == "published" for r in lines)
     assert (out / "step-2" / "config.json").exists() and (out / "final" / "config.json").exists()
     losses = [json.loads(x) for x in (out / "sft_loss.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in losses] == [2, 3]
+    assert [r["step"] for r in losses] == [0, 2, 3]
 
 
 def test_grpo_stage_writes_a_complete_artifact(tmp_path):
@@ -120,7 +121,7 @@ def test_grpo_stage_writes_a_complete_artifact(tmp_path):
     spec = stage_spec(
         tmp_path, "rl", params, {"start_model": base, "base_model": base, "data": data}
     )
-    grpo.main(["--spec", json.dumps(spec)])
+    jobs.main(["--spec", json.dumps(spec)])
     art = tmp_path / "results" / "rl" / spec["id"]
     assert (art / "manifest.json").exists() and (art / "step-1").is_dir()
     assert (art / "final" / "model.safetensors").exists() and not (art / "step-2").exists()

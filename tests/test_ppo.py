@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from sftrl.train import ppo, rl_common
+from sftrl import jobs
+from sftrl.train import engine, ppo, rl_common
 
 WORDS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "go", "a", "b", "c", "d", "e", "f", "g", "h"]
 TOY_ROWS = [{"prompt": "go " + " ".join("bcdefgh"[:k])} for k in range(1, 6)]
@@ -244,17 +245,14 @@ def test_lr_schedule():
 def test_paper_code_optimizer_cosine_per_update_to_a_floor():
     """Adam eps 1e-7 and cosine from 1e-6 to 1e-9 stepped once per update, as the paper's
     code (torch CosineAnnealingLR, T_max = updates) does; our steps within an update share it."""
-    p = {
-        **ppo.DEFAULT_PARAMS,
-        "lr": 1e-6,
-        "min_lr": 1e-9,
-        "adam_eps": 1e-7,
-        "warmup_ratio": 0.0,
-        "lr_schedule_unit": "update",
-    }
+    p = ppo.PPOParams(
+        lr=1e-6, min_lr=1e-9, adam_eps=1e-7, warmup_ratio=0.0, lr_schedule_unit="update"
+    )
     updates, per_update = 5, 3
     core = ppo.ActorCritic(torch.nn.Linear(4, 4), ppo.ValueHead(8))
-    optimizer, scheduler = ppo.build_optimizer(core, p, updates * per_update, per_update)
+    optimizer, scheduler = ppo.build_optimizer(
+        core, p, updates * per_update, engine.Distributed(), per_update
+    )
     assert all(g["eps"] == 1e-7 for g in optimizer.param_groups)
     reference = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-6, eps=1e-7)
     ref_sched = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=updates, eta_min=1e-9)
@@ -285,7 +283,7 @@ def test_values_and_logps_under_left_padding_match_unpadded():
     torch.nn.init.normal_(head.net[-1].weight)
     prompts = [tok("go b")["input_ids"], tok("go b c d e")["input_ids"]]
     completion = [5, 6, 3]  # "a b [EOS]"
-    ids, mask = ppo.left_pad(prompts, tok.pad_token_id)
+    ids, mask, _ = ppo.left_pad(prompts, tok.pad_token_id)
     assert ids[0, -1] == prompts[0][-1] and mask[0, 0] == 0  # last prompt token at P-1
     full = torch.cat([ids, torch.tensor([completion] * 2)], dim=1)
     full_mask = torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], dim=1)
@@ -353,7 +351,6 @@ def test_train_ppo_writes_metrics_checkpoints_and_sft_loss(tmp_path):
     out.mkdir()
     model, tok = toy_policy()
     probe = rl_common.SftLossTracker(data, out, n_rows=2, batch_size=2)
-    probe.measure(model, tok, "start", 0)
     params = {
         **MICRO,
         "steps": 3,
@@ -370,7 +367,7 @@ def test_train_ppo_writes_metrics_checkpoints_and_sft_loss(tmp_path):
         first_word_is_a,
         params,
         out,
-        lambda step, m: probe.measure(m, tok, "policy", step),
+        lambda step, m: probe.measure(m, tok, "start" if step == 0 else "policy", step),
     )
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3]
@@ -424,6 +421,7 @@ def test_ppo_stage_writes_a_complete_artifact(tmp_path):
     data, base, _ = tiny_game_setup(tmp_path)
     params = {
         **ppo.DEFAULT_PARAMS,
+        "algorithm": "ppo",
         "steps": 2,
         "rollout_batch_size": 4,
         "minibatch_size": 2,
@@ -437,7 +435,7 @@ def test_ppo_stage_writes_a_complete_artifact(tmp_path):
     spec = stage_spec(
         tmp_path, "rl", params, {"start_model": base, "base_model": base, "data": data}
     )
-    ppo.main(["--spec", json.dumps(spec)])
+    jobs.main(["--spec", json.dumps(spec)])
     art = tmp_path / "results" / "rl" / spec["id"]
     assert (art / "manifest.json").exists() and (art / "step-1").is_dir()
     assert (art / "final" / "model.safetensors").exists()

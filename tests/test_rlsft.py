@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_ppo import stage_spec, tiny_game_setup
 
+from sftrl import jobs
 from sftrl.train import rlsft
 
 
@@ -28,7 +29,7 @@ def test_rlsft_tracks_reward_and_saves_final(tmp_path):
         "sft": {"batch_size": 4, "lr": 1e-3, "warmup_steps": 0},
     }
     spec = stage_spec(tmp_path, "rlsft", params, {"start_model": start, "data": data})
-    rlsft.main(["--spec", json.dumps(spec)])
+    jobs.main(["--spec", json.dumps(spec)])
     art = tmp_path / "results" / "rlsft" / spec["id"]
     assert (art / "final" / "model.safetensors").exists() and (art / "manifest.json").exists()
     assert not list(art.glob("epoch-*"))

@@ -146,8 +146,8 @@ def test_lora_and_step_save_points(setup):
 def test_stage_entry_point(setup, tmp_path):
     import pandas as pd
 
+    from sftrl.jobs import main
     from sftrl.store import artifact_id, read_manifest, verify
-    from sftrl.train.sft import main
 
     _, base, train, heldout = setup
     data = tmp_path / "data"

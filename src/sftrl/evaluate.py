@@ -48,6 +48,7 @@ import torch
 from sftrl import chat
 from sftrl.data import EVAL_SPLITS as SPLITS
 from sftrl.game.reward import CATEGORIES
+from sftrl.generation import greedy, left_pad, sample_tokens
 from sftrl.stats import proportion
 
 log = logging.getLogger(__name__)
@@ -111,27 +112,6 @@ def _pad_id(tokenizer, eos_ids: Sequence[int]) -> int:
     return 0
 
 
-def left_pad(
-    sequences: Sequence[Sequence[int]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-pad token id lists to one tensor.
-
-    Returns ``(input_ids, attention_mask, position_ids)``, each ``(batch, max_len)``: pads on the
-    left with mask 0, and positions counting 0, 1, ... from each sequence's first real token (0 on
-    the pads).
-    """
-    if not sequences or any(len(s) == 0 for s in sequences):
-        raise ValueError("left_pad needs at least one sequence and no empty sequence")
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
-        attention_mask[row, width - len(seq) :] = 1
-    position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-    return input_ids, attention_mask, position_ids
-
-
 def _row_seed(seed: int, index: int, sample: int) -> int:
     """A well-mixed 63-bit seed for one (prompt, sample) stream; stable across runs/platforms."""
     state = np.random.SeedSequence([int(seed), int(index), int(sample)]).generate_state(2)
@@ -155,55 +135,25 @@ def _decode_batch(
 ) -> list[list[int]]:
     """Generate for one batch with the KV cache; returns the new tokens of each row, EOS cut."""
     device = model.device
-    input_ids, attention_mask, position_ids = left_pad(sequences, pad_id)
-    input_ids = input_ids.to(device)
-    attention_mask = attention_mask.to(device)
-    position_ids = position_ids.to(device)
-    batch = input_ids.shape[0]
-    eos = torch.as_tensor(list(eos_ids), dtype=torch.long, device=device)
+    input_ids, attention_mask, _ = left_pad(sequences, pad_id)
 
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    past = out.past_key_values
-    next_position = position_ids[:, -1:] + 1
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    steps: list[torch.Tensor] = []
-    for step in range(max_new_tokens):
-        logits = out.logits[:, -1, :].float()
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            cdf = probs.cumsum(dim=-1)
-            draws = torch.cat([torch.rand(1, generator=g) for g in generators]).to(device)
-            # first index whose cumulative probability exceeds the draw (total may be 1 - eps)
-            token = torch.searchsorted(cdf, draws[:, None].to(cdf.dtype), right=True)[:, 0]
-            token = token.clamp(max=logits.shape[-1] - 1)
-        else:
-            token = logits.argmax(dim=-1)
-        token = token.masked_fill(finished, pad_id)
-        steps.append(token)
-        if eos.numel():
-            finished |= torch.isin(token, eos)
-        if bool(finished.all()) or step == max_new_tokens - 1:
-            break
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, 1))], dim=-1)
-        out = model(
-            input_ids=token[:, None],
-            attention_mask=attention_mask,
-            position_ids=next_position,
-            past_key_values=past,
-            use_cache=True,
-        )
-        past = out.past_key_values
-        next_position = next_position + 1
+    def inverse_cdf(logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        cdf = probs.cumsum(dim=-1)
+        draws = torch.cat([torch.rand(1, generator=g) for g in generators]).to(device)
+        # first index whose cumulative probability exceeds the draw (total may be 1 - eps)
+        token = torch.searchsorted(cdf, draws[:, None].to(cdf.dtype), right=True)[:, 0]
+        return token.clamp(max=logits.shape[-1] - 1)
 
-    if not steps:
-        return [[] for _ in range(batch)]
-    generated = torch.stack(steps, dim=1).tolist()
+    generated = sample_tokens(
+        model,
+        input_ids.to(device),
+        attention_mask.to(device),
+        max_new_tokens=max_new_tokens,
+        pad_id=pad_id,
+        eos_ids=eos_ids,
+        pick=inverse_cdf if temperature > 0 else greedy,
+    ).tolist()
     eos_set = set(int(e) for e in eos_ids)
     result = []
     for row in generated:

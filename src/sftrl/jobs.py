@@ -76,19 +76,14 @@ def run_stage(spec: dict[str, Any]) -> None:
     importlib.import_module(stage_module(spec)).run(spec)
 
 
-def load_spec(text: str) -> dict[str, Any]:
-    """A spec given inline as JSON, or as the path of a JSON file."""
-    if text.lstrip().startswith("{"):
-        return json.loads(text)
-    return json.loads(Path(text).read_text())
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sftrl.jobs", description=__doc__)
     parser.add_argument("--spec", required=True, help="job spec: JSON text or a JSON file")
     args = parser.parse_args(argv)
     for name, value in {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
         os.environ.setdefault(name, value)
+    from sftrl.train.common import load_spec
+
     run_stage(load_spec(args.spec))
 
 

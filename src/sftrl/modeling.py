@@ -9,6 +9,7 @@ tokens the model cannot tell J=11 from two aces). Saved models are plain HF dire
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
 from collections.abc import Iterable
@@ -172,15 +173,32 @@ def set_generation_defaults(model, tokenizer) -> None:
     )
 
 
-def save_model(model, tokenizer, out_dir: str | Path) -> Path:
-    """Write a standard HF directory: model.safetensors, config, generation config, tokenizer."""
+def save_model(
+    model, tokenizer, out_dir: str | Path, *, dtype: str | None = None, state_dict=None
+) -> Path:
+    """Write a standard HF directory: model.safetensors, config, generation config, tokenizer.
+
+    `dtype` ("float32", "bfloat16"): the dtype of the saved floating-point weights (None: as in
+    memory); `state_dict`: the full weights when `model` holds only a shard (ZeRO-3)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if is_peft(model):  # save a plain merged model, never adapter-only; training goes on
         model = merge_lora(copy.deepcopy(model))
     if model.generation_config is None or model.generation_config.pad_token_id is None:
         set_generation_defaults(model, tokenizer)
-    model.save_pretrained(out)
+    target = getattr(torch, dtype) if dtype is not None else None
+    if state_dict is None and (target is None or model.dtype == target):
+        model.save_pretrained(out)
+    else:
+        state = state_dict if state_dict is not None else model.state_dict()
+        if target is not None:
+            state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
+        model.save_pretrained(out, state_dict=state)
+        if target is not None:  # config.json names the saved dtype, not the one in memory
+            config_path = out / "config.json"
+            config = json.loads(config_path.read_text())
+            config["dtype"] = dtype
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(out)
     return out
 

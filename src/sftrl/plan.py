@@ -295,6 +295,7 @@ class Plan:
                                 "seed": seed,
                                 "start": start,
                                 "start_epoch": epoch,
+                                "model": self._model_params(),
                                 **algo_params,
                                 "reward_mode": self.config["reward"]["mode"],
                                 **self._rendering(generates=algorithm != "ppo"),
@@ -331,6 +332,7 @@ class Plan:
                     {
                         **cfg,
                         "seed": self.config["seed"],
+                        "model": self._model_params(),
                         "reward_mode": self.config["reward"]["mode"],
                         **self._rendering(),
                     },

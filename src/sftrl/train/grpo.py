@@ -7,59 +7,67 @@ seeded order (the trainer's own shuffling is off). No KL term by default (beta 0
 `metrics.jsonl` (TRL's per-step logs + rollout/learning seconds), `step-<k>/`, `final/`, and the
 SFT-loss probe `sft_loss.jsonl` (arXiv 2601.07389).
 
-Entry point (plain python or `accelerate launch`; only the main process writes):
-    python -m sftrl.train.grpo --spec '{"stage": "rl", ...}'   # or --spec path/to/spec.json
+Engine, precision and determinism come from `params["distributed"]` (`sftrl.train.engine`);
+stage entry: `python -m sftrl.jobs --spec ...` (plain python or `accelerate launch`).
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from sftrl import chat
-from sftrl.train import rl_common
-
-DEFAULT_PARAMS: dict = {
-    "algorithm": "grpo",  # "grpo" | "rloo" (same interface in TRL)
-    "steps": 100,  # optimizer steps
-    "num_generations": 8,  # answers per hand (the group)
-    "per_device_train_batch_size": 64,  # completions per step per device
-    "grad_accum": 1,
-    "lr": 2e-5,  # 1e-4 wrecked greedy ID success at tiny scale
-    "lr_schedule": "constant",  # any transformers scheduler name
-    "warmup_ratio": 0.0,
-    "weight_decay": 0.0,
-    "max_grad_norm": 1.0,
-    "beta": 0.0,  # KL coefficient (0: no reference model)
-    "clip": 0.2,  # epsilon of the clipped ratio
-    "num_iterations": 1,  # optimisation passes per generation batch
-    "loss_type": "dapo",  # GRPO only (TRL default)
-    "scale_rewards": "group",  # GRPO only: "group" | "batch" | "none"
-    "temperature": 0.5,  # 1.0 hurt greedy ID at tiny scale; PPO uses 0.2
-    "max_completion_length": 56,  # SFT answers are ~41 tokens with EOS
-    "reward": "published",  # "published" | "success"
-    "reward_mode": "strict",  # config reward.mode: "strict" | "published"
-    "save_every": 25,
-    "sft_loss_every": 25,
-    "sft_loss_rows": 256,
-    "sft_loss_batch_size": 64,
-    "seed": 0,
-}
+from sftrl.train import engine, rl_common
+from sftrl.train.common import append_jsonl, defaults, stage_params, world_size
 
 
-def prompts_per_step(p: dict, world_size: int = 1) -> int:
-    completions = p["per_device_train_batch_size"] * p["grad_accum"] * world_size
-    if completions % p["num_generations"]:
+@dataclass(frozen=True)
+class GRPOParams:
+    """The GRPO/RLOO stage's parameters (config `rl.grpo`; the schema holds the same defaults)."""
+
+    algorithm: str = "grpo"  # "grpo" | "rloo" (same interface in TRL)
+    steps: int = 100  # optimizer steps
+    num_generations: int = 8  # answers per hand (the group)
+    per_device_train_batch_size: int = 64  # completions per step per device
+    grad_accum: int = 1
+    lr: float = 2e-5  # 1e-4 wrecked greedy ID success at tiny scale
+    lr_schedule: str = "constant"  # any transformers scheduler name
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = 0.0  # KL coefficient (0: no reference model)
+    clip: float = 0.2  # epsilon of the clipped ratio
+    num_iterations: int = 1  # optimisation passes per generation batch
+    loss_type: str = "dapo"  # GRPO only (TRL default)
+    scale_rewards: str = "group"  # GRPO only: "group" | "batch" | "none"
+    temperature: float = 0.5  # 1.0 hurt greedy ID at tiny scale; PPO uses 0.2
+    max_completion_length: int = 56  # SFT answers are ~41 tokens with EOS
+    reward: str = "published"  # "published" | "success"
+    reward_mode: str = "strict"  # config reward.mode: "strict" | "published"
+    prompt_format: str = "raw"  # config model.prompt_format (sftrl.chat)
+    backend: str = "hf"  # config generation.backend: "hf" | "vllm"
+    save_every: int = 25
+    sft_loss_every: int = 25
+    sft_loss_rows: int = 256
+    sft_loss_batch_size: int = 64
+    seed: int = 0
+
+
+DEFAULT_PARAMS: dict = defaults(GRPOParams)
+
+
+def prompts_per_step(params, world_size: int = 1) -> int:
+    p = stage_params(GRPOParams, params)
+    completions = p.per_device_train_batch_size * p.grad_accum * world_size
+    if completions % p.num_generations:
         raise ValueError(
             "per_device_train_batch_size * grad_accum * world size must be a "
             "multiple of num_generations"
         )
-    return completions // p["num_generations"]
+    return completions // p.num_generations
 
 
 def make_reward_func(reward_fn: Callable, columns: Sequence[str]):
@@ -77,54 +85,59 @@ def make_reward_func(reward_fn: Callable, columns: Sequence[str]):
     return gp_reward
 
 
-def _config(p: dict, scratch: str):
+def _config(p: GRPOParams, scratch: str, dist: engine.Distributed):
     from trl import GRPOConfig, RLOOConfig
 
     from sftrl.vllm_generation import grpo_vllm_args
 
     common = dict(
         output_dir=scratch,
-        max_steps=p["steps"],
-        per_device_train_batch_size=p["per_device_train_batch_size"],
-        gradient_accumulation_steps=p["grad_accum"],
-        num_generations=p["num_generations"],
-        learning_rate=p["lr"],
-        lr_scheduler_type=p["lr_schedule"],
-        warmup_steps=p["warmup_ratio"],
-        weight_decay=p["weight_decay"],
-        max_grad_norm=p["max_grad_norm"],
-        beta=p["beta"],
-        epsilon=p["clip"],
-        num_iterations=p["num_iterations"],
-        temperature=p["temperature"],
+        max_steps=p.steps,
+        per_device_train_batch_size=p.per_device_train_batch_size,
+        gradient_accumulation_steps=p.grad_accum,
+        num_generations=p.num_generations,
+        learning_rate=p.lr,
+        lr_scheduler_type=p.lr_schedule,
+        warmup_steps=p.warmup_ratio,
+        weight_decay=p.weight_decay,
+        max_grad_norm=p.max_grad_norm,
+        beta=p.beta,
+        epsilon=p.clip,
+        num_iterations=p.num_iterations,
+        temperature=p.temperature,
         top_k=0,
         top_p=1.0,
-        max_completion_length=p["max_completion_length"],
-        seed=p["seed"],
-        data_seed=p["seed"],
-        full_determinism=True,
+        max_completion_length=p.max_completion_length,
+        seed=p.seed,
+        data_seed=p.seed,
         shuffle_dataset=False,
-        bf16=False,
-        use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=False,
+        # bf16, activation checkpointing (TRL's default is on), determinism, DeepSpeed
+        **engine.trainer_arguments(dist),
         save_strategy="no",
         logging_steps=1,
         report_to=[],
         disable_tqdm=True,
-        **grpo_vllm_args(p.get("backend", "hf")),  # generation backend (models, #11)
+        **grpo_vllm_args(p.backend),  # generation backend (models, #11)
     )
-    if p["algorithm"] == "grpo":
-        return GRPOConfig(loss_type=p["loss_type"], scale_rewards=p["scale_rewards"], **common)
-    if p["algorithm"] == "rloo":
+    if p.algorithm == "grpo":
+        return GRPOConfig(loss_type=p.loss_type, scale_rewards=p.scale_rewards, **common)
+    if p.algorithm == "rloo":
         return RLOOConfig(**common)
     raise ValueError(f"algorithm must be 'grpo' or 'rloo', got {p['algorithm']!r}")
 
 
-def _callback(tokenizer, out: Path | None, p: dict, on_checkpoint, timer: dict):
+def _callback(tokenizer, out: Path | None, p: GRPOParams, on_checkpoint, timer: dict, dist):
     from transformers import TrainerCallback
 
     class Track(TrainerCallback):
-        """Logs to metrics.jsonl, saves step-<k>/, runs the SFT-loss probe (main process)."""
+        """Logs to metrics.jsonl (main process); saves step-<k>/ and runs the SFT-loss probe on
+        every process (collective under ZeRO-3). `trainer` is set once the trainer exists."""
+
+        trainer = None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if on_checkpoint is not None and p.sft_loss_every > 0:
+                on_checkpoint(0, model)  # the start model, once the engine holds it
 
         def on_step_begin(self, args, state, control, **kwargs):
             timer["step_start"], timer["generate"] = time.perf_counter(), 0.0
@@ -132,16 +145,20 @@ def _callback(tokenizer, out: Path | None, p: dict, on_checkpoint, timer: dict):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             timer["step_seconds"] = time.perf_counter() - timer["step_start"]
             step, last = state.global_step, state.max_steps
-            if not state.is_world_process_zero:
-                return
-            if rl_common.is_due(step, p["save_every"], last) and step != last:
-                rl_common.save_policy(model, tokenizer, out, step)
+            if rl_common.is_due(step, p.save_every, last) and step != last:
+                self._save(step)
             if (
                 on_checkpoint is not None
-                and p["sft_loss_every"] > 0
-                and rl_common.is_due(step, p["sft_loss_every"], last)
+                and p.sft_loss_every > 0
+                and rl_common.is_due(step, p.sft_loss_every, last)
             ):
                 on_checkpoint(step, model)
+
+        def _save(self, step: int | None) -> None:
+            trainer = self.trainer
+            rl_common.save_policy(
+                trainer.accelerator, trainer.model_wrapped, tokenizer, out, step, dist
+            )
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "loss" not in logs:
@@ -149,14 +166,14 @@ def _callback(tokenizer, out: Path | None, p: dict, on_checkpoint, timer: dict):
             rollout = timer.get("generate", 0.0)
             record = {
                 "step": state.global_step,
-                "reward_kind": p["reward"],
-                "algorithm": p["algorithm"],
+                "reward_kind": p.reward,
+                "algorithm": p.algorithm,
                 **logs,
                 "seconds_rollout": round(rollout, 4),
                 "seconds_learn": round(timer.get("step_seconds", 0.0) - rollout, 4),
             }
             timer["history"].append(record)
-            rl_common.append_jsonl(out / "metrics.jsonl" if out else None, record)
+            append_jsonl(out / "metrics.jsonl" if out else None, record)
 
     return Track()
 
@@ -182,47 +199,50 @@ def train_grpo(
     tokenizer,
     rows: Sequence[dict],
     reward_fn: Callable,
-    params: dict,
+    params,
     out_dir: str | Path | None = None,
     on_checkpoint: Callable[[int, object], None] | None = None,
+    dist: engine.Distributed | None = None,
 ) -> dict:
     """Train `model` with GRPO/RLOO on `rows` (dicts with 'prompt' and the reward's columns),
-    `reward_fn(completions, rows) -> (rewards, successes)`. Returns a summary dict."""
+    `reward_fn(completions, rows) -> (rewards, successes)`. Returns a summary dict.
+    `on_checkpoint(step, policy)` runs at step 0 and every `sft_loss_every` steps, on every
+    process (the SFT-loss probe)."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import GRPOTrainer, RLOOTrainer
 
-    p = {**DEFAULT_PARAMS, **params}
+    p = stage_params(GRPOParams, params)
+    dist = dist or engine.Distributed()
     out = Path(out_dir) if out_dir is not None else None
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    n_rows = p["steps"] * prompts_per_step(p, world) * p["num_iterations"]
+    n_rows = p.steps * prompts_per_step(p, world_size()) * p.num_iterations
     reserved = ("completion", "completion_ids")  # names TRL keeps for itself
     rows = [{k: v for k, v in r.items() if k not in reserved} for r in rows]
-    prompt_format = chat.prompt_format_of(p)  # chat: TRL renders the template (sftrl.chat)
-    rows = [{**r, "prompt": chat.trl_prompt(r["prompt"], prompt_format)} for r in rows]
-    dataset = Dataset.from_list(rl_common.take(rl_common.cycle_rows(rows, p["seed"]), n_rows))
+    rows = [{**r, "prompt": chat.trl_prompt(r["prompt"], p.prompt_format)} for r in rows]
+    dataset = Dataset.from_list(rl_common.take(rl_common.cycle_rows(rows, p.seed), n_rows))
     columns = [c for c in dataset.column_names if c != "prompt"]
     timer: dict = {"history": []}
-    trainer_cls = GRPOTrainer if p["algorithm"] == "grpo" else RLOOTrainer
+    trainer_cls = GRPOTrainer if p.algorithm == "grpo" else RLOOTrainer
+    track = _callback(tokenizer, out, p, on_checkpoint, timer, dist)
     with tempfile.TemporaryDirectory(prefix="sftrl-grpo-") as scratch:
         trainer = trainer_cls(
             model=model,
             reward_funcs=[make_reward_func(reward_fn, columns)],
-            args=_config(p, scratch),
+            args=_config(p, scratch, dist),
             train_dataset=dataset,
             processing_class=tokenizer,
-            callbacks=[_callback(tokenizer, out, p, on_checkpoint, timer)],
+            callbacks=[track],
         )
+        track.trainer = trainer
         trainer.remove_callback(PrinterCallback)  # metrics.jsonl holds every log line
         _time_generation(trainer, timer)
         trainer.train()
-    if trainer.accelerator.is_main_process:
-        rl_common.save_policy(trainer.model, tokenizer, out, None)
+        track._save(None)
     return _summary(timer["history"], p)
 
 
-def _summary(history: list[dict], p: dict) -> dict:
-    return rl_common.run_summary(history, algorithm=p["algorithm"], reward_kind=p["reward"])
+def _summary(history: list[dict], p: GRPOParams) -> dict:
+    return rl_common.run_summary(history, algorithm=p.algorithm, reward_kind=p.reward)
 
 
 # ----------------------------------------------------------------------------- stage
@@ -238,55 +258,21 @@ def train_from_dirs(
     """Load the start checkpoint and the RL hands, attach the SFT-loss probe, train."""
     from sftrl.modeling import load_model, load_tokenizer, set_seed_everywhere
 
-    p = {**DEFAULT_PARAMS, **params}
-    set_seed_everywhere(p["seed"])
+    p, dist = stage_params(GRPOParams, params), engine.distributed(params)
+    set_seed_everywhere(p.seed)
     tokenizer = load_tokenizer(start_model, padding_side="left")
-    model = load_model(start_model, device="cpu")  # the trainer places it
+    dtype = engine.master_dtype(dist, engine.model_dtype(params))
+    model = load_model(start_model, dtype=dtype, device="cpu")  # the trainer places it
 
     def reward_fn(texts, rows):
-        return rl_common.score_batch(texts, rows, p["reward"], p["reward_mode"])
+        return rl_common.score_batch(texts, rows, p.reward, p.reward_mode)
 
-    on_checkpoint, probe = None, None
-    if p["sft_loss_every"] > 0 and out_dir is not None:
-        probe = rl_common.SftLossTracker(
-            data_dir,
-            out_dir,
-            p["sft_loss_rows"],
-            p["sft_loss_batch_size"],
-            chat.prompt_format_of(p),
-        )
-        if base_model is not None:
-            probe.reference(base_model, "base")
-        probe.measure(model, tokenizer, "start", 0)
-
-        def on_checkpoint(step, m):
-            probe.measure(m, tokenizer, "policy", step)
-
+    probe, on_checkpoint = rl_common.sft_loss_probe(data_dir, out_dir, p, tokenizer, base_model)
     summary = train_grpo(
-        model, tokenizer, rl_common.rl_rows(data_dir), reward_fn, p, out_dir, on_checkpoint
+        model, tokenizer, rl_common.rl_rows(data_dir), reward_fn, p, out_dir, on_checkpoint, dist
     )
-    if probe is not None:
-        summary["sft_loss"] = {
-            r["model"] if r["model"] != "policy" else "final": r["loss"] for r in probe.history
-        }
-    return summary
+    return {**summary, **rl_common.probe_summary(probe), **engine.manifest_fields(dist)}
 
 
 def run(spec: dict) -> None:
-    """Stage entry: inputs {"start_model": HF dir, "base_model": HF dir, "data": data dir}."""
-    params = {**DEFAULT_PARAMS, **spec.get("params", {})}
-    inputs = spec["inputs"]
-    rl_common.with_artifact(
-        spec,
-        lambda out: train_from_dirs(
-            inputs["start_model"], inputs["data"], params, out, inputs.get("base_model")
-        ),
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    rl_common.run_stage(run, argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()
+    rl_common.run_stage(spec, train_from_dirs)

@@ -18,8 +18,10 @@ Log-probs, entropy and KL are those of the temperature-scaled policy that genera
 KL to the start policy is the k3 estimator exp(d) - d - 1, d = logp_ref - logp, on the rollout
 tokens (always measured; a penalty only when kl_coef > 0). Entropy bonus off by default.
 
-Entry point (plain python or `accelerate launch`; only the main process writes):
-    python -m sftrl.train.ppo --spec '{"stage": "rl", ...}'   # or --spec path/to/spec.json
+Runs on the engine of `sftrl.train.engine` (DDP or DeepSpeed ZeRO through accelerate): the
+policy is loaded after the Accelerator exists, on its device; policy and value head are one
+prepared module; optimizer, scheduler, clipping and accumulation go through the accelerator.
+Stage entry: `python -m sftrl.jobs --spec ...` (plain python or `accelerate launch`).
 """
 
 from __future__ import annotations
@@ -35,44 +37,53 @@ import torch
 from torch import nn
 
 from sftrl import chat
-from sftrl.train import rl_common
+from sftrl.generation import greedy, left_pad, position_ids, sample_tokens
+from sftrl.train import engine, rl_common
+from sftrl.train.common import append_jsonl, defaults, stage_params
 
-DEFAULT_PARAMS: dict = {
-    "steps": 100,  # PPO iterations (one rollout batch + its learning epochs)
-    "rollout_batch_size": 64,  # hands (episodes) per step
-    "minibatch_size": 16,  # episodes per optimizer step
-    "micro_batch_size": 16,  # episodes per forward pass (gradient accumulation)
-    "ppo_epochs": 4,
-    "granularity": "sequence",  # "sequence" (paper) | "token"
-    "gamma": 0.9,
-    "lam": 0.95,
-    "clip": 0.1,  # policy ratio clip
-    "value_clip": 0.1,  # value clip (paper: same 0.1)
-    "vf_coef": 0.5,
-    "kl_coef": 0.0,  # KL-to-start penalty (paper: none)
-    "entropy_coef": 0.0,  # entropy bonus (paper: none)
-    "track_kl": True,  # keep a frozen start copy to measure KL even without penalty
-    "lr": 2e-5,  # paper: 1e-6 at 7-11B; tiny models need more
-    "value_lr": None,  # None = lr
-    "lr_schedule": "cosine",  # "cosine" | "constant"
-    "lr_schedule_unit": "optimizer_step",  # "optimizer_step" | "update" (paper code: per update)
-    "min_lr": 0.0,  # cosine floor (paper code: 1e-9)
-    "warmup_ratio": 0.03,
-    "weight_decay": 0.0,
-    "adam_eps": 1e-8,  # torch's default (paper code: 1e-7)
-    "max_grad_norm": 1.0,  # paper: 0.01
-    "temperature": 0.2,  # rollout temperature (paper)
-    "max_new_tokens": 56,  # SFT answers are ~41 tokens with EOS
-    "reward": "published",  # "published" | "success"
-    "reward_mode": "strict",  # config reward.mode: "strict" | "published"
-    "whiten_rewards": False,  # standardise rewards over the rollout batch
-    "whiten_advantages": True,
-    "save_every": 25,  # step-<k>/ every K steps (and final/)
-    "sft_loss_every": 25,  # SFT-loss probe every K steps (0: off)
-    "sft_loss_rows": 256,
-    "sft_loss_batch_size": 64,
-    "seed": 0,
-}
+
+@dataclass(frozen=True)
+class PPOParams:
+    """The PPO stage's parameters (config `rl.ppo`; the schema holds the same defaults)."""
+
+    steps: int = 100  # PPO iterations (one rollout batch + its learning epochs)
+    rollout_batch_size: int = 64  # hands (episodes) per step
+    minibatch_size: int = 16  # episodes per optimizer step
+    micro_batch_size: int = 16  # episodes per forward pass (gradient accumulation)
+    ppo_epochs: int = 4
+    granularity: str = "sequence"  # "sequence" (paper) | "token"
+    gamma: float = 0.9
+    lam: float = 0.95
+    clip: float = 0.1  # policy ratio clip
+    value_clip: float = 0.1  # value clip (paper: same 0.1)
+    vf_coef: float = 0.5
+    kl_coef: float = 0.0  # KL-to-start penalty (paper: none)
+    entropy_coef: float = 0.0  # entropy bonus (paper: none)
+    track_kl: bool = True  # keep a frozen start copy to measure KL even without penalty
+    lr: float = 2e-5  # paper: 1e-6 at 7-11B; tiny models need more
+    value_lr: float | None = None  # None = lr
+    lr_schedule: str = "cosine"  # "cosine" | "constant"
+    lr_schedule_unit: str = "optimizer_step"  # "optimizer_step" | "update" (paper code: per update)
+    min_lr: float = 0.0  # cosine floor (paper code: 1e-9)
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8  # torch's default (paper code: 1e-7)
+    max_grad_norm: float = 1.0  # paper: 0.01
+    temperature: float = 0.2  # rollout temperature (paper)
+    max_new_tokens: int = 56  # SFT answers are ~41 tokens with EOS
+    reward: str = "published"  # "published" | "success"
+    reward_mode: str = "strict"  # config reward.mode: "strict" | "published"
+    prompt_format: str = "raw"  # config model.prompt_format (sftrl.chat)
+    whiten_rewards: bool = False  # standardise rewards over the rollout batch
+    whiten_advantages: bool = True
+    save_every: int = 25  # step-<k>/ every K steps (and final/)
+    sft_loss_every: int = 25  # SFT-loss probe every K steps (0: off)
+    sft_loss_rows: int = 256
+    sft_loss_batch_size: int = 64
+    seed: int = 0
+
+
+DEFAULT_PARAMS: dict = defaults(PPOParams)
 
 
 # ----------------------------------------------------------------------------- critic
@@ -127,11 +138,6 @@ def token_stats(policy, value_head, input_ids, attention_mask, n_prompt: int, te
     if value_head is not None:
         values = value_head(out.hidden_states[-1][:, n_prompt - 1 : -1])  # same positions
     return logp, entropy, values
-
-
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counting only attended tokens (left padding shifts nothing)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -238,18 +244,19 @@ class Rollout:
     successes: torch.Tensor  # [B] bool
 
 
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int):
-    """(ids, mask) [B, P] with every sequence right-aligned: the last prompt token is at P-1."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[i, width - len(seq) :] = 1
-    return ids, mask
+def multinomial(temperature: float, generator: torch.Generator | None = None):
+    """PPO's token draw: `torch.multinomial` on softmax(logits / T) with one generator for the
+    batch (temperature 0: greedy)."""
+    if temperature <= 0:
+        return greedy
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    return pick
 
 
-@torch.no_grad()
 def sample(
     model,
     prompt_ids: torch.Tensor,
@@ -260,43 +267,19 @@ def sample(
     temperature: float,
     generator: torch.Generator | None = None,
 ):
-    """Sample completions token by token with the KV cache (temperature 0: greedy).
-    Returns (tokens [B, T], completion_mask [B, T]); tokens after EOS are `pad_id`."""
-    mask, pos = prompt_mask, position_ids(prompt_mask)
-    out = model(
-        input_ids=prompt_ids,
-        attention_mask=mask,
-        position_ids=pos,
-        use_cache=True,
-        logits_to_keep=1,
+    """Sample completions of left-padded prompts with the KV cache (temperature 0: greedy).
+    Returns (tokens [B, T], completion_mask [B, T]: 1 up to and including the first EOS)."""
+    tokens = sample_tokens(
+        model,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens=max_new_tokens,
+        pad_id=pad_id,
+        eos_ids=[eos_id],
+        pick=multinomial(temperature, generator),
     )
-    done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
-    tokens = []
-    for _ in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        else:
-            tok = logits.argmax(-1)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        tokens.append(tok)
-        done = done | (tok == eos_id)
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        pos = pos[:, -1:] + 1
-        out = model(
-            input_ids=tok[:, None],
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=out.past_key_values,
-            use_cache=True,
-        )
-    tokens = torch.stack(tokens, dim=1)
     is_eos = (tokens == eos_id).long()
-    completion_mask = ((is_eos.cumsum(-1) - is_eos) == 0).long()  # up to the first EOS
-    return tokens, completion_mask
+    return tokens, ((is_eos.cumsum(-1) - is_eos) == 0).long()
 
 
 RewardFn = Callable[[list[str], list[dict]], tuple[list[float], list[bool]]]
@@ -319,7 +302,7 @@ def rollout(
     )
     # prompt rendering (models, #11): the same ids as evaluation and SFT give this prompt
     encoded = [chat.encode_prompt(tokenizer, [chat.user(r["prompt"])], prompt_format) for r in rows]
-    prompt_ids, prompt_mask = left_pad(encoded, pad_id)
+    prompt_ids, prompt_mask, _ = left_pad(encoded, pad_id)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     tokens, completion_mask = sample(
         model,
@@ -354,13 +337,13 @@ def rollout(
 def make_experience(actor_critic, roll: Rollout, p: dict, ref_policy=None) -> dict:
     """Old log-probs and values, advantages and returns (plus KL/entropy of the rollout).
     Forward passes run in chunks of `micro_batch_size` episodes."""
-    size = p["micro_batch_size"]
+    size = p.micro_batch_size
     chunks = [
         (
             roll.input_ids[i : i + size],
             roll.attention_mask[i : i + size],
             roll.n_prompt,
-            p["temperature"],
+            p.temperature,
         )
         for i in range(0, roll.input_ids.shape[0], size)
     ]
@@ -373,49 +356,49 @@ def make_experience(actor_critic, roll: Rollout, p: dict, ref_policy=None) -> di
         ref_logp = torch.cat([token_stats(ref_policy, None, *c)[0] for c in chunks])
         exp["ref_logp"] = ref_logp
         exp["kl_start"] = masked_mean(kl_k3(logp, ref_logp), cmask).item()
-    g = p["granularity"]
+    g = p.granularity
     step_logp, step_values, smask = to_steps(logp, values, cmask, g)
     rewards = roll.rewards
-    if p["whiten_rewards"] and len(rewards) > 1:
+    if p.whiten_rewards and len(rewards) > 1:
         rewards = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
-    adv, returns = gae(step_rewards(rewards, cmask, g), step_values, smask, p["gamma"], p["lam"])
-    if p["whiten_advantages"]:
+    adv, returns = gae(step_rewards(rewards, cmask, g), step_values, smask, p.gamma, p.lam)
+    if p.whiten_advantages:
         adv = whiten(adv, smask)
     exp.update(logp=step_logp, values=step_values, smask=smask, adv=adv, returns=returns)
     return exp
 
 
-def ppo_update(
-    actor_critic,
-    optimizer,
-    scheduler,
-    roll: Rollout,
-    exp: dict,
-    p: dict,
-    accelerator=None,
-    step: int = 0,
-) -> dict:
+def ppo_update(actor_critic, optimizer, scheduler, roll: Rollout, exp: dict, p, acc, step: int):
     """`ppo_epochs` passes over the rollout in shuffled minibatches (order seeded by seed and
-    step); clipped gradients, one scheduler step per optimizer step. Returns mean metrics."""
+    step). Each minibatch accumulates its micro-batches through `acc` (its
+    gradient_accumulation_steps = micro-batches per minibatch: DDP syncs, DeepSpeed steps once);
+    clipped gradients, one optimizer and scheduler step per minibatch. Returns mean metrics."""
     n = roll.input_ids.shape[0]
-    mb, micro = min(p["minibatch_size"], n), min(p["micro_batch_size"], p["minibatch_size"], n)
-    params = [q for group in optimizer.param_groups for q in group["params"]]
-    gen = torch.Generator().manual_seed(int(p["seed"]) * 1_000_003 + step)
+    mb, micro = min(p.minibatch_size, n), min(p.micro_batch_size, p.minibatch_size, n)
+    n_micro = math.ceil(mb / micro)  # == acc.gradient_accumulation_steps
+    gen = torch.Generator().manual_seed(int(p.seed) * 1_000_003 + step)
     sums: dict[str, float] = {}
     n_steps = 0
-    for _ in range(p["ppo_epochs"]):
+    for _ in range(p.ppo_epochs):
         order = torch.randperm(n, generator=gen)
         for start in range(0, n - mb + 1, mb):
             batch = order[start : start + mb]
-            optimizer.zero_grad(set_to_none=True)
             for m0 in range(0, mb, micro):
                 idx = batch[m0 : m0 + micro].to(roll.input_ids.device)
-                stats = _micro_loss(actor_critic, roll, exp, idx, p, len(idx) / mb, accelerator)
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v * len(idx) / mb
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, p["max_grad_norm"])
-            optimizer.step()
-            scheduler.step()
+                with acc.accumulate(actor_critic):
+                    # acc.backward divides by n_micro: weight the micro-batch by its share
+                    scale = len(idx) / mb * n_micro
+                    stats = _micro_loss(actor_critic, roll, exp, idx, p, scale, acc)
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + v * len(idx) / mb
+                    if acc.sync_gradients:
+                        grad_norm = acc.clip_grad_norm_(actor_critic.parameters(), p.max_grad_norm)
+                    optimizer.step()
+                    if acc.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+            if grad_norm is None:  # DeepSpeed clips inside its step
+                grad_norm = actor_critic.get_global_grad_norm()
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
             n_steps += 1
     return {k: v / max(n_steps, 1) for k, v in sums.items()}
@@ -425,22 +408,19 @@ def _micro_loss(
     actor_critic, roll: Rollout, exp: dict, idx, p: dict, weight: float, accelerator
 ) -> dict:
     logp, entropy, values = actor_critic(
-        roll.input_ids[idx], roll.attention_mask[idx], roll.n_prompt, p["temperature"]
+        roll.input_ids[idx], roll.attention_mask[idx], roll.n_prompt, p.temperature
     )
     cmask = exp["cmask"][idx]
-    step_logp, step_values, smask = to_steps(logp, values, cmask, p["granularity"])
-    pg, clip_frac = policy_loss(step_logp, exp["logp"][idx], exp["adv"][idx], smask, p["clip"])
+    step_logp, step_values, smask = to_steps(logp, values, cmask, p.granularity)
+    pg, clip_frac = policy_loss(step_logp, exp["logp"][idx], exp["adv"][idx], smask, p.clip)
     vf, vclip_frac = value_loss(
-        step_values, exp["values"][idx], exp["returns"][idx], smask, p["value_clip"]
+        step_values, exp["values"][idx], exp["returns"][idx], smask, p.value_clip
     )
     ent = masked_mean(entropy, cmask)
-    loss = pg + p["vf_coef"] * vf - p["entropy_coef"] * ent
-    if p["kl_coef"] > 0:
-        loss = loss + p["kl_coef"] * masked_mean(kl_k3(logp, exp["ref_logp"][idx]), cmask)
-    if accelerator is not None:
-        accelerator.backward(loss * weight)
-    else:
-        (loss * weight).backward()
+    loss = pg + p.vf_coef * vf - p.entropy_coef * ent
+    if p.kl_coef > 0:
+        loss = loss + p.kl_coef * masked_mean(kl_k3(logp, exp["ref_logp"][idx]), cmask)
+    accelerator.backward(loss * weight)
     approx_kl = masked_mean(exp["logp_token"][idx] - logp.detach(), cmask)  # old || new, k1
     return {
         "policy_loss": pg.item(),
@@ -455,26 +435,51 @@ def _micro_loss(
 
 
 def build_optimizer(
-    actor_critic: ActorCritic, p: dict, total_steps: int, steps_per_update: int = 1
+    actor_critic: ActorCritic,
+    p,
+    total_steps: int,
+    dist: engine.Distributed,
+    steps_per_update: int = 1,
 ):
     groups = [
-        {"params": [q for q in actor_critic.policy.parameters() if q.requires_grad], "lr": p["lr"]},
+        {"params": [q for q in actor_critic.policy.parameters() if q.requires_grad], "lr": p.lr},
         {
             "params": list(actor_critic.value_head.parameters()),
-            "lr": p["value_lr"] if p["value_lr"] is not None else p["lr"],
+            "lr": p.value_lr if p.value_lr is not None else p.lr,
         },
     ]
-    optimizer = torch.optim.AdamW(groups, weight_decay=p["weight_decay"], eps=p["adam_eps"])
+    if dist.offload_optimizer:  # ZeRO offload steps on the CPU: DeepSpeed's CPU AdamW
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(
+            groups, weight_decay=p.weight_decay, eps=p.adam_eps, adamw_mode=True
+        )
+    else:
+        optimizer = torch.optim.AdamW(groups, weight_decay=p.weight_decay, eps=p.adam_eps)
     # the schedule advances every optimizer step, or once per PPO update (the paper's code)
-    per = steps_per_update if p["lr_schedule_unit"] == "update" else 1
+    per = steps_per_update if p.lr_schedule_unit == "update" else 1
     total = total_steps // per
-    warmup = int(round(p["warmup_ratio"] * total))
-    floors = [p["min_lr"] / g["lr"] if g["lr"] > 0 else 0.0 for g in groups]
+    warmup = int(round(p.warmup_ratio * total))
+    floors = [p.min_lr / g["lr"] if g["lr"] > 0 else 0.0 for g in groups]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        [lambda s, f=f: lr_factor(s // per, total, warmup, p["lr_schedule"], f) for f in floors],
+        [lambda s, f=f: lr_factor(s // per, total, warmup, p.lr_schedule, f) for f in floors],
     )
     return optimizer, scheduler
+
+
+def micro_batches(p) -> tuple[int, int]:
+    """(episodes per forward pass, forward passes per optimizer step)."""
+    mb = min(p.minibatch_size, p.rollout_batch_size)
+    micro = min(p.micro_batch_size, mb)
+    return micro, math.ceil(mb / micro)
+
+
+def make_accelerator(p, dist: engine.Distributed):
+    micro, n_micro = micro_batches(p)
+    return engine.accelerator(
+        dist, micro_batch_size=micro, grad_accum=n_micro, max_grad_norm=p.max_grad_norm
+    )
 
 
 def train_ppo(
@@ -482,98 +487,147 @@ def train_ppo(
     tokenizer,
     hands: Iterator[dict],
     reward_fn: RewardFn,
-    params: dict,
+    params,
     out_dir: str | Path | None = None,
     on_checkpoint: Callable[[int, object], None] | None = None,
     accelerator=None,
+    dist: engine.Distributed | None = None,
+    reference=None,
 ) -> dict:
     """Run `steps` PPO iterations on hands drawn from `hands`. Writes `metrics.jsonl`,
     `step-<k>/`, `final/` and `value_head.safetensors` under out_dir (None: write nothing).
-    `on_checkpoint(step, policy)` runs every `sft_loss_every` steps (the SFT-loss probe)."""
-    from accelerate import Accelerator
-
-    p = {**DEFAULT_PARAMS, **params}
-    acc = accelerator or Accelerator()
+    `on_checkpoint(step, policy)` runs at step 0 and every `sft_loss_every` steps (the SFT-loss
+    probe), on every process. Pass the `accelerator` the policy was loaded for (default: a new
+    one) and, where a copy of the policy is no option (ZeRO-3 loads it sharded), the KL
+    `reference`."""
+    p = stage_params(PPOParams, params)
+    dist = dist or engine.Distributed()
+    acc = accelerator or make_accelerator(p, dist)
     out = Path(out_dir) if out_dir is not None else None
     metrics_path = out / "metrics.jsonl" if out is not None else None
 
-    torch.manual_seed(p["seed"])  # value head init
+    torch.manual_seed(p.seed)  # value head init
     head = ValueHead(policy.config.hidden_size)
     ref = None
-    if p["track_kl"] or p["kl_coef"] > 0:
-        ref = copy.deepcopy(policy).eval().requires_grad_(False).to(acc.device)
-    actor_critic = acc.prepare(ActorCritic(policy, head))
-    core = acc.unwrap_model(actor_critic)
-    core.eval()  # dropout off throughout: old and new log-probs come from the same function
-    minibatches = max(
-        1, p["rollout_batch_size"] // min(p["minibatch_size"], p["rollout_batch_size"])
+    if p.track_kl or p.kl_coef > 0:  # the start policy, at the policy's precision
+        ref = reference if reference is not None else copy.deepcopy(policy)
+        ref = engine.prepare_reference(acc, ref.eval().requires_grad_(False))
+    minibatches = max(1, p.rollout_batch_size // min(p.minibatch_size, p.rollout_batch_size))
+    per_update = p.ppo_epochs * minibatches
+    optimizer, scheduler = build_optimizer(
+        ActorCritic(policy, head), p, p.steps * per_update, dist, per_update
     )
-    per_update = p["ppo_epochs"] * minibatches
-    optimizer, scheduler = build_optimizer(core, p, p["steps"] * per_update, per_update)
+    # one prepared module: the value head is wrapped (and sharded) with the policy
+    actor_critic, optimizer, scheduler = acc.prepare(
+        ActorCritic(policy, head), optimizer, scheduler
+    )
+    actor_critic.eval()  # dropout off throughout: old and new log-probs are the same function
+    if on_checkpoint is not None and p.sft_loss_every > 0:
+        on_checkpoint(0, acc.unwrap_model(actor_critic).policy)  # the start model
     generator = torch.Generator(device=acc.device).manual_seed(
-        int(p["seed"]) * 7919 + acc.process_index
+        int(p.seed) * 7919 + acc.process_index
     )
     history = []
-    for step in range(1, p["steps"] + 1):
+    for step in range(1, p.steps + 1):
         t0 = time.perf_counter()
-        rows = rl_common.take(hands, p["rollout_batch_size"])
-        roll = rollout(
-            core.policy,
-            tokenizer,
-            rows,
-            reward_fn,
-            p["max_new_tokens"],
-            p["temperature"],
-            generator,
-            chat.prompt_format_of(p),
-        )
+        # one global stream of hands: process k answers the k-th slice of each global batch
+        batch = rl_common.take(hands, p.rollout_batch_size * acc.num_processes)
+        rows = batch[acc.process_index * p.rollout_batch_size :][: p.rollout_batch_size]
+        with engine.generation_model(acc, actor_critic, dist) as core, acc.autocast():
+            roll = rollout(
+                core.policy,
+                tokenizer,
+                rows,
+                reward_fn,
+                p.max_new_tokens,
+                p.temperature,
+                generator,
+                p.prompt_format,
+            )
         t1 = time.perf_counter()
-        exp = make_experience(actor_critic, roll, p, ref)
+        with acc.autocast():
+            exp = make_experience(actor_critic, roll, p, ref)
+        # activation checkpointing only acts in train mode (the models' dropout is 0)
+        actor_critic.train(dist.activation_checkpointing)
         stats = ppo_update(actor_critic, optimizer, scheduler, roll, exp, p, acc, step)
+        actor_critic.eval()
         t2 = time.perf_counter()
         rewards = acc.gather(roll.rewards)
         successes = acc.gather(roll.successes.float())
-        record = {
-            "step": step,
-            "episodes": step * p["rollout_batch_size"] * acc.num_processes,
-            "reward": rewards.mean().item(),
-            "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
-            "success": successes.mean().item(),
+        local = {
             "entropy": exp["entropy"],
             "kl_start": exp.get("kl_start"),
             "completion_tokens": roll.completion_mask.float().sum(-1).mean().item(),
+            **stats,
+        }
+        record = {
+            "step": step,
+            "episodes": step * p.rollout_batch_size * acc.num_processes,
+            "reward": rewards.mean().item(),
+            "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+            "success": successes.mean().item(),
             "lr": scheduler.get_last_lr()[0],
-            "reward_kind": p["reward"],
+            "reward_kind": p.reward,
             "seconds_rollout": round(t1 - t0, 4),
             "seconds_learn": round(t2 - t1, 4),
-            **stats,
+            **mean_over_processes(acc, local),
         }
         history.append(record)
         if acc.is_main_process:
-            rl_common.append_jsonl(metrics_path, record)
-            if rl_common.is_due(step, p["save_every"], p["steps"]) and step != p["steps"]:
-                rl_common.save_policy(core.policy, tokenizer, out, step)
-            if (
-                on_checkpoint is not None
-                and p["sft_loss_every"] > 0
-                and rl_common.is_due(step, p["sft_loss_every"], p["steps"])
-            ):
-                on_checkpoint(step, core.policy)
-    if acc.is_main_process and out is not None:
-        from safetensors.torch import save_file
-
-        rl_common.save_policy(core.policy, tokenizer, out, None)
-        save_file(
-            {k: v.contiguous().cpu() for k, v in head.state_dict().items()},
-            str(out / "value_head.safetensors"),
-        )
-    acc.wait_for_everyone()
+            append_jsonl(metrics_path, record)
+        if rl_common.is_due(step, p.save_every, p.steps) and step != p.steps:
+            _save(acc, actor_critic, tokenizer, out, step, dist)
+        if (
+            on_checkpoint is not None
+            and p.sft_loss_every > 0
+            and rl_common.is_due(step, p.sft_loss_every, p.steps)
+        ):
+            on_checkpoint(step, acc.unwrap_model(actor_critic).policy)
+    _save(acc, actor_critic, tokenizer, out, None, dist, value_head=True)
     return _summary(history, p)
 
 
-def _summary(history: list[dict], p: dict) -> dict:
+def mean_over_processes(acc, metrics: dict) -> dict:
+    """Per-process scalars averaged over the processes (equal batches: the global mean)."""
+    if acc.num_processes == 1:
+        return metrics
+    out = {}
+    for key, value in metrics.items():
+        if value is not None:
+            value = acc.reduce(torch.tensor(float(value), device=acc.device), "mean").item()
+        out[key] = value
+    return out
+
+
+def _save(acc, actor_critic, tokenizer, out, step, dist, value_head: bool = False) -> None:
+    """`step-<k>/` or `final/` (policy only) and, at the end, `value_head.safetensors`; every
+    process calls (a ZeRO-3 gather), the main one writes."""
+    path = out / rl_common.checkpoint_name(step) if out is not None else None
+    state = engine.full_state_dict(acc, actor_critic, dist)
+    policy_state = head_state = None
+    if state is not None:
+        policy_state = {k[7:]: v for k, v in state.items() if k.startswith("policy.")}
+        head_state = {k[11:]: v for k, v in state.items() if k.startswith("value_head.")}
+    core = acc.unwrap_model(actor_critic)
+    if acc.is_main_process and path is not None:
+        from safetensors.torch import save_file
+
+        from sftrl.modeling import save_model
+
+        save_model(core.policy, tokenizer, path, dtype=dist.save_dtype, state_dict=policy_state)
+        core.eval()
+        if value_head:
+            head_state = head_state or core.value_head.state_dict()
+            save_file(
+                {k: v.contiguous().cpu() for k, v in head_state.items()},
+                str(out / "value_head.safetensors"),
+            )
+    acc.wait_for_everyone()
+
+
+def _summary(history: list[dict], p) -> dict:
     return rl_common.run_summary(
-        history, algorithm="ppo", granularity=p["granularity"], reward_kind=p["reward"]
+        history, algorithm="ppo", granularity=p.granularity, reward_kind=p.reward
     )
 
 
@@ -587,59 +641,32 @@ def train_from_dirs(
     out_dir: Path | None,
     base_model: str | Path | None = None,
 ) -> dict:
-    """Load the start checkpoint and the RL hands, attach the SFT-loss probe, train."""
+    """Create the engine, load the start checkpoint on its device, attach the SFT-loss probe,
+    train."""
     from sftrl.modeling import load_model, load_tokenizer, set_seed_everywhere
 
-    p = {**DEFAULT_PARAMS, **params}
-    set_seed_everywhere(p["seed"])
+    p, dist = stage_params(PPOParams, params), engine.distributed(params)
+    acc = make_accelerator(p, dist)  # before any weight is placed (one device per process)
+    set_seed_everywhere(p.seed)
+    engine.set_determinism(dist, p.seed)
     tokenizer = load_tokenizer(start_model)
-    policy = load_model(start_model)
-    hands = rl_common.cycle_rows(
-        rl_common.rl_rows(data_dir), f"{p['seed']}:{rl_common.process_rank()}"
-    )
+    dtype = engine.master_dtype(dist, engine.model_dtype(params))
+    policy = load_model(start_model, dtype=dtype, device=str(acc.device))
+    reference = None
+    if dist.deepspeed and dist.zero_stage == 3 and (p.track_kl or p.kl_coef > 0):
+        reference = load_model(start_model, dtype=dtype, device=str(acc.device))
+    engine.set_activation_checkpointing(policy, dist)
+    hands = rl_common.cycle_rows(rl_common.rl_rows(data_dir), f"{p.seed}:0")  # one global stream
 
     def reward_fn(texts, rows):
-        return rl_common.score_batch(texts, rows, p["reward"], p["reward_mode"])
+        return rl_common.score_batch(texts, rows, p.reward, p.reward_mode)
 
-    on_checkpoint, probe = None, None
-    if p["sft_loss_every"] > 0 and out_dir is not None:
-        probe = rl_common.SftLossTracker(
-            data_dir,
-            out_dir,
-            p["sft_loss_rows"],
-            p["sft_loss_batch_size"],
-            chat.prompt_format_of(p),
-        )
-        if base_model is not None:
-            probe.reference(base_model, "base")
-        probe.measure(policy, tokenizer, "start", 0)
-
-        def on_checkpoint(step, model):
-            probe.measure(model, tokenizer, "policy", step)
-
-    summary = train_ppo(policy, tokenizer, hands, reward_fn, p, out_dir, on_checkpoint)
-    if probe is not None:
-        summary["sft_loss"] = {
-            r["model"] if r["model"] != "policy" else "final": r["loss"] for r in probe.history
-        }
-    return summary
+    probe, on_checkpoint = rl_common.sft_loss_probe(data_dir, out_dir, p, tokenizer, base_model)
+    summary = train_ppo(
+        policy, tokenizer, hands, reward_fn, p, out_dir, on_checkpoint, acc, dist, reference
+    )
+    return {**summary, **rl_common.probe_summary(probe), **engine.manifest_fields(dist)}
 
 
 def run(spec: dict) -> None:
-    """Stage entry: inputs {"start_model": HF dir, "base_model": HF dir, "data": data dir}."""
-    params = {**DEFAULT_PARAMS, **spec.get("params", {})}
-    inputs = spec["inputs"]
-    rl_common.with_artifact(
-        spec,
-        lambda out: train_from_dirs(
-            inputs["start_model"], inputs["data"], params, out, inputs.get("base_model")
-        ),
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    rl_common.run_stage(run, argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()
+    rl_common.run_stage(spec, train_from_dirs)

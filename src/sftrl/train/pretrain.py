@@ -275,7 +275,12 @@ def train_base_model(
 def run(spec: dict) -> None:
     """Stage entry: inputs {"data": results/data/<id>}; writes model/ and train_log.jsonl."""
     from sftrl.store import open_artifact
+    from sftrl.train.common import world_size
 
+    if world_size() > 1:  # a ~1M-parameter model: one process, no engine
+        raise ValueError(
+            f"resources.pretrain.gpu: pre-training runs on one process, not {world_size()}"
+        )
     data_dir = spec["inputs"]["data"]
     excluded = unseen_multisets(data_dir)
     with open_artifact(spec) as art:

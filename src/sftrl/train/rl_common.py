@@ -5,17 +5,18 @@
 - checkpoints: `step-<k>/` and `final/` HF directories (policy only);
 - the non-decoupling probe (arXiv 2601.07389): SFT cross-entropy on a held-out SFT slice,
   written to `sft_loss.jsonl` with the base and start models as reference rows;
-- job-spec plumbing for the `python -m sftrl.train.<stage> --spec ...` entry points.
+- the manifest summary of a run.
+Spec, process and artifact plumbing is `sftrl.train.common`'s; the engine `sftrl.train.engine`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
+
+from sftrl.train.common import append_jsonl, read_rows, with_artifact
 
 REWARD_KINDS = ("published", "success")
 
@@ -59,23 +60,6 @@ def score_batch(
 # ----------------------------------------------------------------------------- hands
 
 
-def read_rows(
-    path: str | Path, columns: Sequence[str] | None = None, limit: int | None = None
-) -> list[dict]:
-    """Rows of a parquet split as dicts (list-valued cells become Python lists)."""
-    import pandas as pd
-
-    frame = pd.read_parquet(path, columns=list(columns) if columns else None)
-    if limit is not None:
-        frame = frame.iloc[:limit]
-    rows = frame.to_dict("records")
-    for row in rows:
-        for key, value in row.items():
-            if hasattr(value, "tolist"):
-                row[key] = value.tolist()
-    return rows
-
-
 def rl_rows(data_dir: str | Path) -> list[dict]:
     """The RL hands (train rule, training multisets only): prompt, cards, rule."""
     return read_rows(Path(data_dir) / "rl_prompts.parquet", ["prompt", "cards", "rule"])
@@ -100,28 +84,17 @@ def take(stream: Iterator[dict], n: int) -> list[dict]:
 # ----------------------------------------------------------------------------- files
 
 
-def append_jsonl(path: str | Path | None, record: dict) -> None:
-    """Append one JSON line (no-op when path is None, e.g. on non-main processes)."""
-    if path is None:
-        return
-    with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
 def checkpoint_name(step: int | None) -> str:
     return "final" if step is None else f"step-{step}"
 
 
-def save_policy(model, tokenizer, out_dir: str | Path | None, step: int | None) -> Path | None:
-    """Write the policy as a complete HF directory `step-<k>/` (or `final/` for step None)."""
-    if out_dir is None:
-        return None
-    from sftrl.modeling import save_model
+def save_policy(acc, model, tokenizer, out_dir: str | Path | None, step: int | None, dist):
+    """Write the policy as a complete HF directory `step-<k>/` (or `final/` for step None) in
+    `dist.save_dtype`. Every process calls it (ZeRO-3 gathers); the main one writes."""
+    from sftrl.train.engine import save_checkpoint
 
-    was_training = model.training
-    path = save_model(model, tokenizer, Path(out_dir) / checkpoint_name(step))
-    model.train(was_training)
-    return path
+    path = Path(out_dir) / checkpoint_name(step) if out_dir is not None else None
+    return save_checkpoint(acc, model, tokenizer, path, dist)
 
 
 def is_due(step: int, every: int, last: int) -> bool:
@@ -176,45 +149,61 @@ class SftLossTracker:
         return loss
 
 
-# ----------------------------------------------------------------------------- job specs
+def sft_loss_probe(
+    data_dir: str | Path,
+    out_dir: Path | None,
+    p,
+    tokenizer,
+    base_model: str | Path | None = None,
+) -> tuple[SftLossTracker | None, Callable[[int, object], None] | None]:
+    """The probe of an RL run (params `p`: sft_loss_every/_rows/_batch_size): a reference row
+    of the base model now, then `on_checkpoint(step, policy)`, which the training loop calls at
+    step 0 (the start model, once the engine holds it) and every `sft_loss_every` steps. Runs on
+    every process (a ZeRO-3 forward is collective); only the main one (out_dir) writes."""
+    if p.sft_loss_every <= 0:
+        return None, None
+    from sftrl.train.engine import whole_model_loading
+
+    probe = SftLossTracker(
+        data_dir, out_dir, p.sft_loss_rows, p.sft_loss_batch_size, p.prompt_format
+    )
+    if base_model is not None:
+        with whole_model_loading():  # a plain model outside the engine, even under ZeRO-3
+            probe.reference(base_model, "base")
+
+    def on_checkpoint(step, policy):
+        probe.measure(policy, tokenizer, "start" if step == 0 else "policy", step)
+
+    return probe, on_checkpoint
 
 
-def load_spec(text_or_path: str) -> dict:
-    """--spec takes inline JSON or a path to a JSON file."""
-    text = text_or_path.strip()
-    if not text.startswith("{"):
-        text = Path(text).read_text()
-    return json.loads(text)
+def probe_summary(probe: SftLossTracker | None) -> dict:
+    """{"sft_loss": {"base"|"start"|"final": loss}} for the manifest ({} without a probe)."""
+    if probe is None:
+        return {}
+    return {
+        "sft_loss": {
+            r["model"] if r["model"] != "policy" else "final": r["loss"] for r in probe.history
+        }
+    }
 
 
-def is_main_process() -> bool:
-    return process_rank() == 0
+# ----------------------------------------------------------------------------- stage
 
 
-def run_stage(run: Callable[[dict], None], argv: Sequence[str] | None, doc: str) -> None:
-    """`--spec JSON_OR_PATH` command line shared by the RL entry points."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="job spec: JSON text or a JSON file")
-    args = parser.parse_args(argv)
-    run(load_spec(args.spec))
-
-
-def with_artifact(spec: dict, body: Callable[[Path | None], dict]) -> None:
-    """Run `body(out_dir)` inside `store.open_artifact(spec)` on the main process (its return
-    value goes into the manifest summary); other processes get out_dir=None and write nothing."""
-    if not is_main_process():
-        body(None)
-        return
-    from sftrl.store import open_artifact
-
-    with open_artifact(spec) as art:
-        art.summary.update(body(Path(art.path)))
+def run_stage(spec: dict, train_from_dirs: Callable[..., dict]) -> None:
+    """An RL stage's entry: inputs {"start_model": HF dir, "base_model": HF dir, "data": data
+    dir}; `train_from_dirs(start, data, params, out_dir, base)` runs on every process."""
+    inputs = spec["inputs"]
+    with_artifact(
+        spec,
+        lambda out: train_from_dirs(
+            inputs["start_model"], inputs["data"], spec["params"], out, inputs.get("base_model")
+        ),
+    )
 
 
-def process_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+# ----------------------------------------------------------------------------- summary
 
 
 def run_summary(history: list[dict], **fields) -> dict:

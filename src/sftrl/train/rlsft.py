@@ -8,30 +8,37 @@ SFT does to the reward RL reached). Writes `metrics.jsonl` (step, epoch, reward 
 published table, success rate), the SFT logs (`train_log.jsonl`, `heldout_loss.jsonl`) and
 `final/`.
 
-Entry point (plain python or `accelerate launch`; only the main process writes):
-    python -m sftrl.train.rlsft --spec '{"stage": "rlsft", ...}'   # or --spec path/to/spec.json
+Stage entry: `python -m sftrl.jobs --spec ...` (plain python or `accelerate launch`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftrl import chat
 from sftrl.train import rl_common
+from sftrl.train.common import append_jsonl, defaults, read_rows, stage_params, with_artifact
 
-DEFAULT_PARAMS: dict = {
-    "epochs": 1.0,  # SFT epochs over sft_train (fractions allowed)
-    "sft": {},  # overrides of sftrl.train.sft.DEFAULT_PARAMS (lr, batch_size, ...)
-    "track_every": 10,  # optimizer steps between reward measurements
-    "reward_split": "rl_prompts",  # parquet split the reward is measured on
-    "reward_rows": 256,  # its first N rows
-    "max_new_tokens": 64,
-    "eval_batch_size": 64,
-    "reward_mode": "strict",  # config reward.mode: "strict" | "published"
-    "seed": 0,  # SFT seed and data order (unless "sft" sets them)
-}
+
+@dataclass(frozen=True)
+class RLSFTParams:
+    """The RL -> SFT stage's parameters (config `rlsft`; the schema holds the same defaults)."""
+
+    epochs: float = 1.0  # SFT epochs over sft_train (fractions allowed)
+    sft: dict = field(default_factory=dict)  # overrides of sftrl.train.sft's params (lr, ...)
+    track_every: int = 10  # optimizer steps between reward measurements
+    reward_split: str = "rl_prompts"  # parquet split the reward is measured on
+    reward_rows: int = 256  # its first N rows
+    max_new_tokens: int = 64
+    eval_batch_size: int = 64
+    reward_mode: str = "strict"  # config reward.mode: "strict" | "published"
+    prompt_format: str = "raw"  # config model.prompt_format: SFT and the tracker render alike
+    seed: int = 0  # SFT seed and data order (unless "sft" sets them)
+
+
+DEFAULT_PARAMS: dict = defaults(RLSFTParams)
 
 
 def measure_reward(
@@ -68,7 +75,8 @@ def _tracker(measure: Callable[[object], dict], every: int, out: Path | None, hi
     from transformers import TrainerCallback
 
     class TrackReward(TrainerCallback):
-        """mean@1 before training, every `every` steps and at the last step (main process)."""
+        """mean@1 before training, every `every` steps and at the last step, on every process
+        (a ZeRO-3 forward is collective); the main one (out not None) writes."""
 
         def __init__(self):
             self.t0 = time.perf_counter()
@@ -82,16 +90,13 @@ def _tracker(measure: Callable[[object], dict], every: int, out: Path | None, hi
                 "seconds": round(t - self.t0, 3),
             }
             history.append(record)
-            rl_common.append_jsonl(out / "metrics.jsonl" if out else None, record)
+            append_jsonl(out / "metrics.jsonl" if out else None, record)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if state.is_world_process_zero:
-                self._record(state, model)
+            self._record(state, model)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.is_world_process_zero and rl_common.is_due(
-                state.global_step, every, state.max_steps
-            ):
+            if rl_common.is_due(state.global_step, every, state.max_steps):
                 self._record(state, model)
 
     return TrackReward()
@@ -103,20 +108,23 @@ def train_rlsft(
     """SFT from `model_dir` on `sft_train`, tracking mean@1 on RL prompts; saves `final/`."""
     from sftrl.modeling import load_tokenizer
     from sftrl.train.sft import DEFAULT_PARAMS as SFT_DEFAULTS
-    from sftrl.train.sft import epoch_tag, read_rows, train_sft
+    from sftrl.train.sft import epoch_tag, train_sft
 
-    p = {**DEFAULT_PARAMS, **params}
+    p = stage_params(RLSFTParams, params)
     data = Path(data_dir)
-    prompt_format = chat.prompt_format_of(p)  # models, #11: SFT and the tracker render alike
+    # the engine settings reach the SFT run beside its own params
+    engine_keys = {k: params[k] for k in ("distributed", "world_size", "model") if k in params}
     sft_params = {
         **SFT_DEFAULTS,
-        "seed": p["seed"],
-        "data_seed": p["seed"],
-        **p["sft"],
-        "prompt_format": prompt_format,
+        "seed": p.seed,
+        "data_seed": p.seed,
+        **p.sft,
+        "prompt_format": p.prompt_format,
+        **engine_keys,
     }
-    reward_rows = rl_common.read_rows(
-        data / f"{p['reward_split']}.parquet", ["prompt", "cards", "rule"], limit=p["reward_rows"]
+    columns = ["prompt", "completion"]
+    reward_rows = read_rows(
+        data / f"{p.reward_split}.parquet", ["prompt", "cards", "rule"], limit=p.reward_rows
     )
     heldout = data / "sft_heldout.parquet"
     history: list[dict] = []
@@ -127,24 +135,24 @@ def train_rlsft(
             model,
             tokenizer,
             reward_rows,
-            p["max_new_tokens"],
-            p["eval_batch_size"],
-            p["reward_mode"],
-            prompt_format,
+            p.max_new_tokens,
+            p.eval_batch_size,
+            p.reward_mode,
+            p.prompt_format,
         )
 
     summary = train_sft(
         model_dir,
-        read_rows(data / "sft_train.parquet"),
+        read_rows(data / "sft_train.parquet", columns),
         out_dir,
         params=sft_params,
-        save_at_epochs=[p["epochs"]],
+        save_at_epochs=[p.epochs],
         tokenizer=tokenizer,
-        heldout_rows=read_rows(heldout) if heldout.exists() else (),
-        callbacks=[_tracker(measure, p["track_every"], out_dir, history)],
+        heldout_rows=read_rows(heldout, columns) if heldout.exists() else (),
+        callbacks=[_tracker(measure, p.track_every, out_dir, history)],
     )
     if out_dir is not None:
-        (Path(out_dir) / epoch_tag(p["epochs"])).rename(Path(out_dir) / "final")
+        (Path(out_dir) / epoch_tag(p.epochs)).rename(Path(out_dir) / "final")
     if history:
         summary.update(
             reward_start=history[0]["reward"],
@@ -157,16 +165,7 @@ def train_rlsft(
 
 def run(spec: dict) -> None:
     """Stage entry: inputs {"start_model": HF dir of the RL result, "data": data dir}."""
-    params = {**DEFAULT_PARAMS, **spec.get("params", {})}
     inputs = spec["inputs"]
-    rl_common.with_artifact(
-        spec, lambda out: train_rlsft(inputs["start_model"], inputs["data"], params, out)
+    with_artifact(
+        spec, lambda out: train_rlsft(inputs["start_model"], inputs["data"], spec["params"], out)
     )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    rl_common.run_stage(run, argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,40 +6,54 @@ an epoch's optimizer steps). The loss is on completion tokens only (TRL's defaul
 prompt/completion data). Per-step train loss goes to `train_log.jsonl`; the completion-token
 loss on held-out rows at every saved epoch to `heldout_loss.jsonl`.
 
-Entry point (plain python or `accelerate launch`; only the main process writes):
-    python -m sftrl.train.sft --spec '{"stage": "sft", ...}'   # or --spec path/to/spec.json
+Engine, precision and determinism come from `params["distributed"]` (`sftrl.train.engine`);
+stage entry: `python -m sftrl.jobs --spec ...` (plain python or `accelerate launch`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-# Defaults of the stage's params (the workflow's schema fills the same values).
-DEFAULT_PARAMS: dict = {
-    "epochs": [0.5, 1, 2, 4],  # save points; training runs to the largest
-    "lr": 3e-4,  # tiny model: OOD peaks ~epoch 0.5 then falls by epoch 4 (1e-4: flatter)
-    "lr_scheduler": "constant_with_warmup",  # paper: "cosine" with warmup_steps 0.03
-    "warmup_steps": 20,  # int = steps, float in [0, 1) = fraction of all steps
-    "batch_size": 32,  # per device
-    "grad_accum": 1,
-    "weight_decay": 0.0,
-    "max_grad_norm": 1.0,
-    "seed": 0,
-    "data_seed": 0,
-    "max_length": 256,  # tokens; our prompts+answers are ~120
-    "max_train_rows": None,  # use the first N rows of sft_train (None: all)
-    "heldout_batch_size": 64,
-    "lora": None,  # e.g. {"r": 8, "alpha": 16}; analysed runs use full FT
-    "dtype": "float32",  # weights as loaded; "bfloat16" also turns on bf16 autocast on a GPU
-}
+from sftrl.train import engine
+from sftrl.train.common import (
+    append_jsonl,
+    defaults,
+    read_rows,
+    stage_params,
+    with_artifact,
+    world_size,
+)
+
+
+@dataclass(frozen=True)
+class SFTParams:
+    """The SFT stage's parameters (config `sft`; the schema holds the same defaults). The
+    weights' dtype is `model.dtype` (fp32 masters under bf16 mixed precision)."""
+
+    epochs: list = field(default_factory=lambda: [0.5, 1, 2, 4])  # save points; runs to the last
+    lr: float = 3e-4  # tiny model: OOD peaks ~epoch 0.5 then falls by epoch 4 (1e-4: flatter)
+    lr_scheduler: str = "constant_with_warmup"  # paper: "cosine" with warmup_steps 0.03
+    warmup_steps: int | float = 20  # int = steps, float in [0, 1) = fraction of all steps
+    batch_size: int = 32  # per device
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    data_seed: int = 0
+    max_length: int = 256  # tokens; our prompts+answers are ~120
+    max_train_rows: int | None = None  # use the first N rows of sft_train (None: all)
+    heldout_batch_size: int = 64
+    lora: dict | None = None  # e.g. {"r": 8, "alpha": 16}; analysed runs use full FT
+    prompt_format: str = "raw"  # config model.prompt_format (sftrl.chat)
+
+
+DEFAULT_PARAMS: dict = defaults(SFTParams)
 
 
 def epoch_tag(epoch: float) -> str:
@@ -125,11 +139,6 @@ def sft_loss(
 # ----------------------------------------------------------------------------- callbacks
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
 def _make_callback(
     tokenizer,
     out_dir: Path | None,
@@ -137,23 +146,29 @@ def _make_callback(
     heldout_rows: Sequence[dict],
     heldout_batch_size: int,
     eval_fn: Callable | None,
+    dist: engine.Distributed,
     prompt_format: str = "raw",
 ):
     from transformers import TrainerCallback
 
-    from sftrl.modeling import save_model
-
     class SaveAtPoints(TrainerCallback):
-        """Saves `epoch-<e>/` (or `step-<k>/`) at the mapped global steps and logs losses;
-        main process only."""
+        """Saves `epoch-<e>/` (or `step-<k>/`) at the mapped global steps and logs losses.
+        Runs on every process (a ZeRO-3 gather or forward is collective); the main one
+        (out_dir not None) writes. `trainer` is set once the trainer exists."""
 
         def __init__(self):
             self.t0 = time.time()
+            self.trainer = None
 
         def _checkpoint(self, state, model, step: int):
             tag, epoch = points[step]
-            if out_dir is not None:
-                save_model(model, tokenizer, out_dir / tag)
+            engine.save_checkpoint(
+                self.trainer.accelerator,
+                self.trainer.model_wrapped,
+                tokenizer,
+                out_dir / tag if out_dir is not None else None,
+                dist,
+            )
             record = {
                 "checkpoint": tag,
                 "epoch": epoch,
@@ -164,25 +179,24 @@ def _make_callback(
                 record["heldout_loss"] = sft_loss(
                     model, tokenizer, heldout_rows, heldout_batch_size, prompt_format
                 )
-            if out_dir is not None:
-                _append_jsonl(out_dir / "heldout_loss.jsonl", record)
+            append_jsonl(out_dir / "heldout_loss.jsonl" if out_dir else None, record)
             if eval_fn is not None:
                 eval_fn(model=model, tokenizer=tokenizer, epoch=epoch, step=step, checkpoint=tag)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self.t0 = time.time()
-            if state.is_world_process_zero and 0 in points:
+            if 0 in points:
                 self._checkpoint(state, model, 0)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.is_world_process_zero and state.global_step in points:
+            if state.global_step in points:
                 self._checkpoint(state, model, state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or out_dir is None or not logs:
                 return
             if "loss" in logs:  # per-step training logs (not the final summary)
-                _append_jsonl(
+                append_jsonl(
                     out_dir / "train_log.jsonl",
                     {
                         "step": state.global_step,
@@ -205,7 +219,7 @@ def train_sft(
     train_rows: Sequence[dict],
     out_dir: str | Path | None,
     *,
-    params: dict | None = None,
+    params: dict | SFTParams | None = None,
     save_at_epochs: Iterable[float] | None = None,
     save_at_steps: Iterable[int] = (),
     heldout_rows: Sequence[dict] = (),
@@ -228,28 +242,30 @@ def train_sft(
 
     from sftrl.modeling import load_model, load_tokenizer
 
-    p = {**DEFAULT_PARAMS, **(params or {})}
-    epochs = list(save_at_epochs if save_at_epochs is not None else p["epochs"])
+    raw = params if isinstance(params, dict) else {}
+    p, dist = stage_params(SFTParams, params), engine.distributed(raw)
+    epochs = list(save_at_epochs if save_at_epochs is not None else p.epochs)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    if p["max_train_rows"]:
-        train_rows = list(train_rows)[: p["max_train_rows"]]
+    if p.max_train_rows:
+        train_rows = list(train_rows)[: p.max_train_rows]
 
     if tokenizer is None:
         tokenizer = load_tokenizer(model_dir, padding_side="right")
     if model is None:
-        model = load_model(model_dir, dtype=p["dtype"], device="cpu")  # the Trainer moves it
+        dtype = engine.master_dtype(dist, engine.model_dtype(raw))
+        model = load_model(model_dir, dtype=dtype, device="cpu")  # the Trainer moves it
     model.train()
-    if p["lora"]:
+    if p.lora:
         from peft import get_peft_model
 
         from sftrl.modeling import lora_config
 
-        model = get_peft_model(model, lora_config(**p["lora"]))
+        model = get_peft_model(model, lora_config(**p.lora))
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_epoch = steps_per_epoch(len(train_rows), p["batch_size"], p["grad_accum"], world)
+    world = world_size()
+    per_epoch = steps_per_epoch(len(train_rows), p.batch_size, p.grad_accum, world)
     points = save_points(epochs, save_at_steps, per_epoch)
     if not points or max(points) == 0:
         raise ValueError("no save point after step 0: give save_at_epochs or save_at_steps")
@@ -257,31 +273,28 @@ def train_sft(
 
     from sftrl import chat  # prompt rendering (models, #11): strings (raw) or conversations
 
-    prompt_format = chat.prompt_format_of(p)
     pairs = [
-        chat.trl_prompt_completion(r["prompt"], r["completion"], prompt_format) for r in train_rows
+        chat.trl_prompt_completion(r["prompt"], r["completion"], p.prompt_format)
+        for r in train_rows
     ]
     dataset = Dataset.from_dict(
         {"prompt": [a for a, _ in pairs], "completion": [b for _, b in pairs]}
     )
-    cuda = torch.cuda.is_available()
     config = SFTConfig(
         output_dir=str(out / "_trainer") if out is not None else "/tmp/sftrl-sft-scratch",
         max_steps=max_steps,
-        per_device_train_batch_size=p["batch_size"],
-        gradient_accumulation_steps=p["grad_accum"],
-        learning_rate=p["lr"],
-        lr_scheduler_type=p["lr_scheduler"],
-        warmup_steps=p["warmup_steps"],
-        weight_decay=p["weight_decay"],
-        max_grad_norm=p["max_grad_norm"],
-        seed=p["seed"],
-        data_seed=p["data_seed"],
-        full_determinism=True,
-        bf16=cuda and p["dtype"] == "bfloat16",  # TRL defaults to bf16, which errors on CPU
-        use_cpu=not cuda,
-        activation_checkpointing=False,  # TRL turns it on by default; it only slows tiny models
-        max_length=p["max_length"],
+        per_device_train_batch_size=p.batch_size,
+        gradient_accumulation_steps=p.grad_accum,
+        learning_rate=p.lr,
+        lr_scheduler_type=p.lr_scheduler,
+        warmup_steps=p.warmup_steps,
+        weight_decay=p.weight_decay,
+        max_grad_norm=p.max_grad_norm,
+        seed=p.seed,
+        data_seed=p.data_seed,
+        # bf16, activation checkpointing (TRL's default is on), determinism, DeepSpeed
+        **engine.trainer_arguments(dist),
+        max_length=p.max_length,
         completion_only_loss=True,
         packing=False,
         save_strategy="no",  # our callback saves at the configured epochs
@@ -292,7 +305,7 @@ def train_sft(
         dataset_num_proc=None,
     )
     callback = _make_callback(
-        tokenizer, out, points, heldout_rows, p["heldout_batch_size"], eval_fn, prompt_format
+        tokenizer, out, points, heldout_rows, p.heldout_batch_size, eval_fn, dist, p.prompt_format
     )
     trainer = SFTTrainer(
         model=model,
@@ -301,6 +314,7 @@ def train_sft(
         processing_class=tokenizer,
         callbacks=[callback, *callbacks],
     )
+    callback.trainer = trainer
     # full_determinism turns on torch's deterministic mode, which also fills every new tensor
     # with NaN (a debugging aid against reads of uninitialised memory). On CPU that fill
     # doubles the step time; switching it off leaves the weights bit-identical (checked).
@@ -320,6 +334,7 @@ def train_sft(
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),  # closer to uncontended time on a shared box
         "threads": torch.get_num_threads(),
+        **engine.manifest_fields(dist),
     }
 
 
@@ -337,49 +352,17 @@ def _remove_tree(path: Path) -> None:
 # ----------------------------------------------------------------------------- stage
 
 
-def read_rows(parquet_path: str | Path) -> list[dict]:
-    import pandas as pd
-
-    frame = pd.read_parquet(parquet_path, columns=["prompt", "completion"])
-    return frame.to_dict("records")
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def run(spec: dict) -> None:
     """Stage entry: inputs {"data": results/data/<id>, "base_model": <HF dir>}."""
-    params = {**DEFAULT_PARAMS, **spec.get("params", {})}
     data = Path(spec["inputs"]["data"])
-    train_rows = read_rows(data / "sft_train.parquet")
+    columns = ["prompt", "completion"]
+    train_rows = read_rows(data / "sft_train.parquet", columns)
     heldout_path = data / "sft_heldout.parquet"
-    heldout_rows = read_rows(heldout_path) if heldout_path.exists() else []
+    heldout_rows = read_rows(heldout_path, columns) if heldout_path.exists() else []
     base = spec["inputs"]["base_model"]
-    if not is_main_process():
-        train_sft(base, train_rows, None, params=params, heldout_rows=heldout_rows)
-        return
-    from sftrl.store import open_artifact
-
-    with open_artifact(spec) as art:
-        summary = train_sft(base, train_rows, art.path, params=params, heldout_rows=heldout_rows)
-        art.summary.update(summary)
-
-
-def load_spec(text_or_path: str) -> dict:
-    """--spec takes inline JSON or a path to a JSON file."""
-    text = text_or_path.strip()
-    if not text.startswith("{"):
-        text = Path(text).read_text()
-    return json.loads(text)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="job spec: JSON text or a JSON file")
-    args = parser.parse_args(argv)
-    run(load_spec(args.spec))
-
-
-if __name__ == "__main__":
-    main()
+    with_artifact(
+        spec,
+        lambda out: train_sft(
+            base, train_rows, out, params=spec["params"], heldout_rows=heldout_rows
+        ),
+    )
