@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from sftrl import set_offline_env
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -65,8 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    set_offline_env()
 
     from sftrl.modeling import build_tiny_model, build_tokenizer, count_parameters
     from sftrl.train import grpo, ppo, rl_common

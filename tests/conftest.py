@@ -1,9 +1,7 @@
 """Shared fixtures: the local SLURM cluster (session-wide, started once when a test asks)."""
 
-import os
+from slurm_cluster import slurm_cluster_fixture  # noqa: F401
 
-# Offline: nothing may be downloaded, and telemetry pings would hang without a network.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+from sftrl import set_offline_env
 
-from slurm_cluster import slurm_cluster_fixture  # noqa: E402,F401
+set_offline_env()  # nothing may be downloaded; telemetry pings would hang without a network

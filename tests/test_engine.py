@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_ppo import stage_spec, tiny_game_setup
+from rl_helpers import stage_spec, tiny_game_setup
 
 from sftrl.train import engine, grpo, ppo, sft
 
@@ -212,7 +212,7 @@ def test_deepspeed_config_follows_the_settings():
 
 
 def test_save_dtype_is_written_and_fp32_default_unchanged(tmp_path):
-    from test_ppo import toy_policy
+    from rl_helpers import toy_policy
 
     from sftrl.modeling import load_model, save_model
 
@@ -234,7 +234,7 @@ def test_save_dtype_is_written_and_fp32_default_unchanged(tmp_path):
 DEEPSPEED_PPO = """
 import json, sys, torch
 sys.path.insert(0, {tests!r})
-from test_ppo import MICRO, TOY_ROWS, first_word_is_a, toy_policy
+from rl_helpers import MICRO, TOY_ROWS, first_word_is_a, toy_policy
 from sftrl.train import engine, ppo, rl_common
 torch.set_num_threads(1)
 dist = engine.Distributed(**json.loads(sys.argv[1]))
@@ -315,8 +315,8 @@ def fresh_accelerate_state():
 def test_ppo_bf16_compute_keeps_fp32_masters_and_saves_bf16(tmp_path, fresh_accelerate_state):
     """mixed_precision bf16: autocast compute, the weights (and so AdamW's updates) stay fp32;
     activation checkpointing on; the checkpoint is written in save_dtype."""
+    from rl_helpers import MICRO, TOY_ROWS, first_word_is_a, toy_policy
     from safetensors import safe_open
-    from test_ppo import MICRO, TOY_ROWS, first_word_is_a, toy_policy
 
     from sftrl.train import rl_common
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from test_ppo import TOY_ROWS, first_word_is_a, stage_spec, tiny_game_setup, toy_policy
+from rl_helpers import TOY_ROWS, first_word_is_a, stage_spec, tiny_game_setup, toy_policy
 
 from sftrl import jobs
 from sftrl.train import grpo, rl_common

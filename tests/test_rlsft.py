@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from test_ppo import stage_spec, tiny_game_setup
+from rl_helpers import stage_spec, tiny_game_setup
 
 from sftrl import jobs
 from sftrl.train import rlsft

@@ -1,4 +1,4 @@
-"""Load and validate a workflow config against workflow/schemas/config.schema.yaml.
+"""Load and validate a workflow config against src/sftrl/schemas/config.schema.yaml.
 
 The Snakefile and the CLI both go through `load_config`/`validate_config`, so a bad config
 fails before any job starts, with a message that names the key, the value and what is allowed.
@@ -16,7 +16,7 @@ import yaml
 
 from sftrl.checks import plan_problems
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # in the package
 
 
 class ConfigError(ValueError):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from sftrl import set_offline_env
 
 # stage -> module holding `run(spec)`; RL dispatches on its algorithm param.
 STAGE_MODULES = {
@@ -80,8 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sftrl.jobs", description=__doc__)
     parser.add_argument("--spec", required=True, help="job spec: JSON text or a JSON file")
     args = parser.parse_args(argv)
-    for name, value in {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
-        os.environ.setdefault(name, value)
+    set_offline_env()
     from sftrl.train.common import load_spec
 
     run_stage(load_spec(args.spec))

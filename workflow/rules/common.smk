@@ -1,18 +1,13 @@
 import json
 import os
 
+from sftrl import set_offline_env
 from sftrl.config import validate_config
 from sftrl.distributed import launch_command
 from sftrl.plan import FIGURES, Plan, stage_resources
 from sftrl.store import presentation_hash
 
-# Offline and quiet: nothing may be downloaded, and telemetry pings would hang offline.
-for _name, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_name, _value)
+set_offline_env()
 
 # Fails here, before any job, with the offending key named.
 validate_config(config)

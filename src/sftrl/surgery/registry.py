@@ -4,7 +4,7 @@ its own module of this package, and everything else reads it.
 A method's declaration names its function, its parameters (config key, function argument,
 command-line option), and how tables and figures show one configured entry (a short setting
 label, the x value, axis label, colour, recovery panel). The config schema of the entry lives
-in ``workflow/schemas/config.schema.yaml`` under ``surgery.<name>`` (the single source of its
+in ``src/sftrl/schemas/config.schema.yaml`` under ``surgery.<name>`` (the single source of its
 defaults); a test keeps the two equal. Adding a method is one new module here, its tests and
 its schema entry (docs/architecture.md, "Add a surgery method").
 

@@ -12,30 +12,44 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from sftrl.train.common import defaults, stage_params
+
+
 # The embedded default (recipe measured in docs: ~3.5 min on 2 uncontended cores).
-DEFAULT_PARAMS: dict = {
-    "seed": 0,
-    "steps": 1800,
-    "batch_size": 32,  # lines per step (more, smaller steps memorise better than 900 x 64)
-    "lr": 2e-3,
-    "min_lr_ratio": 0.1,  # cosine decays to lr * min_lr_ratio
-    "warmup_steps": 50,
-    "weight_decay": 0.1,
-    "grad_clip": 1.0,
-    "max_length": 160,  # tokens per line (verbose lines are ~110)
-    "corpus": {},  # sftrl.corpus.generate_corpus options over DEFAULT_CORPUS, plus n_lines, seed
-    "model": {  # sftrl.modeling.build_tiny_model sizes (~1.1M parameters)
-        "hidden_size": 128,
-        "num_layers": 4,
-        "num_heads": 4,
-        "intermediate_size": 512,
-        "max_position_embeddings": 256,
-    },
-}
+@dataclass(frozen=True)
+class PretrainParams:
+    """The pre-training stage's parameters (config `pretrain`; the schema holds the same
+    defaults)."""
+
+    seed: int = 0
+    steps: int = 1800
+    batch_size: int = 32  # lines per step (more, smaller steps memorise better than 900 x 64)
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    max_length: int = 160  # tokens per line (verbose lines are ~110)
+    # sftrl.corpus.generate_corpus options over DEFAULT_CORPUS, plus n_lines, seed
+    corpus: dict = field(default_factory=dict)
+    # sftrl.modeling.build_tiny_model sizes (~1.1M parameters)
+    model: dict = field(
+        default_factory=lambda: {
+            "hidden_size": 128,
+            "num_layers": 4,
+            "num_heads": 4,
+            "intermediate_size": 512,
+            "max_position_embeddings": 256,
+        }
+    )
+
+
+DEFAULT_PARAMS: dict = defaults(PretrainParams)
 
 
 def lr_at(
@@ -230,35 +244,35 @@ def train_base_model(
     from sftrl.corpus import generate_corpus
     from sftrl.modeling import build_tiny_model, build_tokenizer, count_parameters, save_model
 
-    p = {**DEFAULT_PARAMS, **params}
-    sizes = {**DEFAULT_PARAMS["model"], **p.get("model", {})}
+    p = stage_params(PretrainParams, params)
+    sizes = {**DEFAULT_PARAMS["model"], **p.model}  # a partial `model` keeps the other sizes
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    corpus_options = dict(p.get("corpus", {}))
-    n_lines = corpus_options.pop("n_lines", None) or p["steps"] * p["batch_size"]
+    corpus_options = dict(p.corpus)
+    n_lines = corpus_options.pop("n_lines", None) or p.steps * p.batch_size
     lines = generate_corpus(
         n_lines,
-        corpus_options.pop("seed", p["seed"]),
+        corpus_options.pop("seed", p.seed),
         exclude_id_multisets=exclude_id_multisets,
         **corpus_options,
     )
     corpus_seconds = time.time() - t0
     tokenizer = build_tokenizer([*lines, *extra_texts])
-    model = build_tiny_model(tokenizer, seed=p["seed"], **sizes)
+    model = build_tiny_model(tokenizer, seed=p.seed, **sizes)
     stats = pretrain(
         model,
         tokenizer,
         lines,
-        steps=p["steps"],
-        batch_size=p["batch_size"],
-        lr=p["lr"],
-        warmup_steps=p["warmup_steps"],
-        seed=p["seed"],
-        min_lr_ratio=p["min_lr_ratio"],
-        weight_decay=p["weight_decay"],
-        grad_clip=p["grad_clip"],
-        max_length=p["max_length"],
+        steps=p.steps,
+        batch_size=p.batch_size,
+        lr=p.lr,
+        warmup_steps=p.warmup_steps,
+        seed=p.seed,
+        min_lr_ratio=p.min_lr_ratio,
+        weight_decay=p.weight_decay,
+        grad_clip=p.grad_clip,
+        max_length=p.max_length,
         log_path=out / "train_log.jsonl",
         progress=progress,
     )
