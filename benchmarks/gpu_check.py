@@ -27,11 +27,10 @@ from pathlib import Path
 import torch
 
 from sftrl import memory
-from sftrl.config import SCHEMA_PATH, load_config
+from sftrl.config import DEFAULT_CONFIG, load_config
 from sftrl.train import ppo
 
-ROOT = SCHEMA_PATH.parents[2]
-PRESET = ROOT / "configs" / "paper-qwen2.5-7b.yaml"
+PRESET = DEFAULT_CONFIG.parent / "configs" / "paper-qwen2.5-7b.yaml"
 RESULTS = Path(__file__).resolve().parent / "results"
 QWEN = "Qwen/Qwen2.5-7B-Instruct"
 TINY_WIDTHS = {  # same shape ratios as Qwen2.5-7B, ~1/28 of the width
@@ -163,7 +162,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(RESULTS / "gpu_check.json"))
     args = parser.parse_args(argv)
 
-    dist = load_config(ROOT / "config.yaml", PRESET)["distributed"]
+    dist = load_config(DEFAULT_CONFIG, PRESET)["distributed"]
     device = torch.device(args.device)
     dtype = torch.bfloat16 if dist["mixed_precision"] == "bf16" else torch.float32
     model, config = build_model(args.layers, args.tiny_widths, device, dtype)

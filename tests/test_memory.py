@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from sftrl import memory
-from sftrl.config import SCHEMA_PATH, ConfigError, load_config
+from sftrl.config import ConfigError, load_config
 from sftrl.distributed import launch_args, launch_command
 from sftrl.plan import Plan
 
-ROOT = SCHEMA_PATH.parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = {"code": "test", "packages": {}}
 PRESETS = ("configs/paper-qwen2.5-7b.yaml", "configs/paper-llama-3.2-11b.yaml")
 DDP = {"distributed": {"engine": "ddp"}}

@@ -317,11 +317,11 @@ def _add_plan(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from sftrl.config import SCHEMA_PATH, ConfigError, load_config
+    from sftrl.config import DEFAULT_CONFIG, ConfigError, load_config
     from sftrl.plan import Plan
 
     try:
-        config = load_config(SCHEMA_PATH.parents[2] / "config.yaml", *args.configfile)
+        config = load_config(DEFAULT_CONFIG, *args.configfile)
         plan = Plan(config, check_memory=not args.memory)
     except ConfigError as exc:
         raise CommandError(str(exc)) from exc

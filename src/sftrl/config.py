@@ -17,6 +17,8 @@ import yaml
 from sftrl.checks import plan_problems
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # in the package
+# The workflow's top-level defaults; the package is installed editable from its checkout.
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 
 
 class ConfigError(ValueError):
