@@ -62,7 +62,8 @@ def test_schema_defaults_match_each_stage_defaults():
     """The schema is what the workflow runs with; the stage modules' own defaults (used outside
     the workflow) must not drift from it."""
     from sftrl import corpus, evaluate
-    from sftrl.train import grpo, ppo, pretrain, rlsft, sft
+    from sftrl.train import grpo, ppo, pretrain, resume, rlsft, sft
+    from sftrl.train.common import defaults
 
     config = validate_config({})  # the schema's defaults alone
     # set by the plan from other config keys
@@ -75,6 +76,7 @@ def test_schema_defaults_match_each_stage_defaults():
         (config["rl"]["ppo"], ppo.DEFAULT_PARAMS),
         (config["rl"]["grpo"], grpo.DEFAULT_PARAMS),
         (config["rlsft"], rlsft.DEFAULT_PARAMS),
+        (config["checkpointing"], defaults(resume.CheckpointSettings)),
     ]
     for from_schema, from_code in pairs:
         for key, value in from_code.items():

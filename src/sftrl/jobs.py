@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_offline_env()
     from sftrl.train.common import load_spec
+    from sftrl.train.resume import EXIT_PREEMPTED, Preempted
 
-    run_stage(load_spec(args.spec))
+    try:
+        run_stage(load_spec(args.spec))
+    except Preempted as stop:  # checkpoint written: SLURM requeue or a rerun continues
+        print(f"sftrl: {stop}; exit {EXIT_PREEMPTED} to be resumed", file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

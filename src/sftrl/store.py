@@ -5,6 +5,9 @@ the SHA-256 of a canonical JSON of ``{"stage", "params", "parents", "fingerprint
 writes into a temporary directory ``<root>/<stage>/.tmp-<id>-<pid>-<random>``; on success a
 ``manifest.json`` (with the SHA-256 of every file) is written last and the temporary directory
 is renamed to its final name. Anything without a manifest is incomplete by construction.
+A training job writes into ``.tmp-<id>-resume`` instead (``resumable=True``): one name per
+artifact id, kept when the job dies, so that a rerun continues from the in-job checkpoint under
+its ``_resume/`` (``sftrl.train.resume``); that sub-directory never reaches the artifact.
 
 See docs/architecture.md ("Store", "Job spec") for the contract.
 """
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 ID_LENGTH = 16
 TEMP_PREFIX = ".tmp-"
+RESUMABLE_SUFFIX = "-resume"  # .tmp-<id>-resume: the work dir a rerun of the job continues
+RESUME_STATE_DIR = "_resume"  # in-job checkpoints inside it (sftrl.train.resume)
 CHUNK_SIZE = 1 << 20  # 1 MiB
 
 # Top-level names that are not artifact content: the manifest itself, and the flag file that
@@ -210,6 +215,11 @@ def artifact_dir(root: str | os.PathLike[str], stage: str, id: str) -> Path:
 # --------------------------------------------------------------------------- writing
 
 
+def resumable_dir(root: str | os.PathLike[str], stage: str, id: str) -> Path:
+    """The work dir of a resumable job: the same for every process and every rerun of it."""
+    return artifact_dir(root, stage, id).parent / f"{TEMP_PREFIX}{id}{RESUMABLE_SUFFIX}"
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -303,13 +313,14 @@ def _check_spec(spec: Mapping[str, Any]) -> None:
 
 
 @contextmanager
-def open_artifact(spec: Mapping[str, Any]) -> Iterator[Artifact]:
+def open_artifact(spec: Mapping[str, Any], *, resumable: bool = False) -> Iterator[Artifact]:
     """Write an artifact atomically. See the module docstring and docs/architecture.md.
 
     Raises ``ValueError`` naming both ids if ``spec["id"]`` is not the id this library computes
     for (stage, params, parents, code fingerprint). On success the artifact is at
     ``artifact_dir(root, stage, id)`` with ``manifest.json`` written last; on any exception
-    inside the block the temporary directory is removed and the exception re-raised.
+    inside the block the temporary directory is removed and the exception re-raised, except a
+    ``resumable`` one (``resumable_dir``), which stays for the rerun to continue.
     """
     _check_spec(spec)
     stage, expected = spec["stage"], spec["id"]
@@ -324,12 +335,17 @@ def open_artifact(spec: Mapping[str, Any]) -> Iterator[Artifact]:
     root = Path(spec["root"])
     final = artifact_dir(root, stage, expected)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"{TEMP_PREFIX}{expected}-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    if resumable:
+        tmp = resumable_dir(root, stage, expected)
+        tmp.mkdir(exist_ok=True)
+    else:
+        tmp = final.parent / f"{TEMP_PREFIX}{expected}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()
     art = Artifact(path=tmp, spec=dict(spec), final_path=final)
     started_wall, started = _utc_now(), time.monotonic()
     try:
         yield art
+        shutil.rmtree(tmp / RESUME_STATE_DIR, ignore_errors=True)  # in-job state, not content
         manifest_fields = {
             "stage": stage,
             "id": expected,
@@ -345,7 +361,8 @@ def open_artifact(spec: Mapping[str, Any]) -> Iterator[Artifact]:
         _finalize(tmp, manifest_fields, time.monotonic() - started)
         _publish(tmp, final, expected)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not resumable:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -592,7 +609,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _parse_temp_name(name: str) -> tuple[str, int | None]:
-    """``.tmp-<id>-<pid>-<random>`` -> (id, pid or None)."""
+    """``.tmp-<id>-<pid>-<random>`` -> (id, pid or None); ``.tmp-<id>-resume`` -> (id, None)."""
     parts = name[len(TEMP_PREFIX) :].split("-")
     pid = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
     return parts[0], pid
@@ -635,7 +652,13 @@ def list_artifacts(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 "path": str(path),
                 "note": "",
             }
-            if path.name.startswith(TEMP_PREFIX):
+            if path.name.endswith(RESUMABLE_SUFFIX) and path.name.startswith(TEMP_PREFIX):
+                from sftrl.train.resume import describe
+
+                art_id, _ = _parse_temp_name(path.name)
+                running, note = describe(path / RESUME_STATE_DIR)
+                entry.update(id=art_id, kind="partial", running=running, note=note)
+            elif path.name.startswith(TEMP_PREFIX):
                 art_id, pid = _parse_temp_name(path.name)
                 running = pid is not None and _pid_alive(pid)
                 state = "running here" if running else "not running here"
@@ -690,7 +713,8 @@ def gc(
 
     ``keep_ancestors`` also keeps every parent (transitively) of a kept artifact. A temp dir
     is stale when its pid is not running on this host and nothing in it changed for
-    ``stale_after`` seconds (the age guard protects jobs running on other cluster nodes).
+    ``stale_after`` seconds (the age guard protects jobs running on other cluster nodes); the
+    partial state of a resumable job likewise, when no process holds its lock.
     Returns the removed (or removable) entries from ``list_artifacts`` with a "reason".
     """
     entries = list_artifacts(root)
@@ -699,9 +723,9 @@ def gc(
     doomed = []
     for entry in entries:
         path = Path(entry["path"])
-        if entry["kind"] == "temp":
+        if entry["kind"] in ("temp", "partial"):
             pid = entry.get("pid")
-            if pid is not None and _pid_alive(pid):
+            if (pid is not None and _pid_alive(pid)) or entry.get("running"):
                 continue
             try:
                 age = now - _newest_mtime(path)
@@ -709,7 +733,7 @@ def gc(
                 continue
             if age < stale_after:
                 continue
-            reason = f"stale temp dir ({age / 3600:.1f} h old)"
+            reason = f"stale {entry['kind']} dir ({age / 3600:.1f} h old)"
         elif entry["id"] in keep:
             continue
         elif entry["status"] == "complete":

@@ -25,8 +25,13 @@ def parents_of(stage):
 
 
 def spec_of(stage):
-    """Params function: the job spec (dict) of the artifact with this id."""
-    return lambda w, threads: {**PLAN.get(stage, w.id).spec(), "threads": threads}
+    """Params function: the job spec (dict) of the artifact with this id; threads and the
+    checkpoint interval travel beside it (they change no result)."""
+    return lambda w, threads: {
+        **PLAN.get(stage, w.id).spec(),
+        "threads": threads,
+        "checkpointing": config["checkpointing"],
+    }
 
 
 def spec_json(stage):

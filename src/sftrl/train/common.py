@@ -7,21 +7,29 @@
   params (the schema fills every default; the dataclass defaults only serve direct calls and
   the drift test keeps them equal to the schema);
 - data: `read_rows` of a parquet split;
-- metric logging: `append_jsonl`, one JSON line per record (main process only);
+- metric logging: `append_jsonl`, one JSON line per record (main process only), each numeric
+  field of a record with a `step` also a TensorBoard scalar `<file stem>/<field>` in the
+  artifact's `tensorboard/`; `progress`, a plain line per interval for SLURM log files;
 - artifacts: `with_artifact` runs a stage body on every process and writes the artifact (and
-  its manifest) once, on the main process.
+  its manifest) once, on the main process; a training stage's is resumable (`train.resume`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 P = TypeVar("P")
+
+TENSORBOARD_DIR = "tensorboard"  # event files inside each training artifact
+PROGRESS_SECONDS = 30.0  # between two progress lines of a job log
 
 
 def load_spec(text_or_path: str) -> dict[str, Any]:
@@ -76,21 +84,87 @@ def read_rows(
 
 
 def append_jsonl(path: str | Path | None, record: dict) -> None:
-    """Append one JSON line (no-op when path is None, e.g. on non-main processes)."""
+    """Append one JSON line (no-op when path is None, e.g. on non-main processes); its numeric
+    fields also go to TensorBoard when the record has an integer `step`."""
     if path is None:
         return
     with open(path, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
+    _add_scalars(Path(path), record)
 
 
-def with_artifact(spec: dict, body: Callable[[Path | None], dict]) -> None:
+_WRITERS: dict[Path, Any] = {}  # one TensorBoard writer per artifact directory
+
+
+def _add_scalars(path: Path, record: dict) -> None:
+    step = record.get("step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        return
+    writer = _WRITERS.get(path.parent)
+    if writer is None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(path.parent / TENSORBOARD_DIR), flush_secs=30)
+        _WRITERS[path.parent] = writer
+    for key, value in record.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key != "step" and number and math.isfinite(value):
+            writer.add_scalar(f"{path.stem}/{key}", value, step)
+
+
+def flush_curves(close: bool = False) -> None:
+    """Write out buffered TensorBoard events (before a checkpoint and before the manifest)."""
+    for directory, writer in list(_WRITERS.items()):
+        writer.flush()
+        if close:
+            writer.close()
+            del _WRITERS[directory]
+
+
+class Progress:
+    """Plain progress lines on stderr, one per `every` seconds and at the first and last step:
+    readable in a SLURM log file (no redrawn bar). Main process only."""
+
+    def __init__(self, label: str, total: int, every: float = PROGRESS_SECONDS):
+        self.label, self.total, self.every = label, total, every
+        self.start = self.last = time.monotonic()
+        self.first_step: int | None = None
+
+    def __call__(self, step: int, **fields: Any) -> None:
+        if not is_main_process():
+            return
+        now = time.monotonic()
+        if self.first_step is None:
+            self.first_step = step - 1  # a resumed run starts later
+        if step not in (self.first_step + 1, self.total) and now - self.last < self.every:
+            return
+        self.last = now
+        rate = (step - self.first_step) / max(now - self.start, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        shown = " ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in fields.items()
+            if v is not None
+        )
+        print(
+            f"{self.label}: step {step}/{self.total} ({100 * step / self.total:.0f}%) {shown} "
+            f"| {rate:.3g} steps/s, {time.monotonic() - self.start:.0f} s, eta {eta:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def with_artifact(spec: dict, body: Callable[[Path | None], dict], *, resumable=False) -> None:
     """Run `body(out_dir)` on every process; the main process runs it inside
     `store.open_artifact(spec)` (its return value goes into the manifest summary), the others
-    get out_dir=None and write nothing. One artifact and one manifest per job."""
+    get out_dir=None and write nothing. One artifact and one manifest per job. A `resumable`
+    job's out_dir is the same on every rerun (`sftrl.train.resume`)."""
     if not is_main_process():
         body(None)
         return
     from sftrl.store import open_artifact
 
-    with open_artifact(spec) as art:
-        art.summary.update(body(Path(art.path)))
+    with open_artifact(spec, resumable=resumable) as art:
+        summary = body(Path(art.path))
+        flush_curves(close=True)  # every event on disk before the manifest hashes the files
+        art.summary.update(summary)

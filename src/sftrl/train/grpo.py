@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sftrl import chat
-from sftrl.train import engine, rl_common
-from sftrl.train.common import append_jsonl, defaults, stage_params, world_size
+from sftrl.train import engine, resume, rl_common
+from sftrl.train.common import Progress, append_jsonl, defaults, stage_params, world_size
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,13 @@ def make_reward_func(reward_fn: Callable, columns: Sequence[str]):
     return gp_reward
 
 
-def _config(p: GRPOParams, scratch: str, dist: engine.Distributed):
+def _config(p: GRPOParams, scratch: str, dist: engine.Distributed, ckpt):
     from trl import GRPOConfig, RLOOConfig
 
     from sftrl.vllm_generation import grpo_vllm_args
 
     common = dict(
-        output_dir=scratch,
+        **resume.trainer_arguments(ckpt, scratch),  # in-job checkpoints (sftrl.train.resume)
         max_steps=p.steps,
         per_device_train_batch_size=p.per_device_train_batch_size,
         gradient_accumulation_steps=p.grad_accum,
@@ -113,9 +113,8 @@ def _config(p: GRPOParams, scratch: str, dist: engine.Distributed):
         shuffle_dataset=False,
         # bf16, activation checkpointing (TRL's default is on), determinism, DeepSpeed
         **engine.trainer_arguments(dist),
-        save_strategy="no",
         logging_steps=1,
-        report_to=[],
+        report_to=[],  # curves: metrics.jsonl, each line also a TensorBoard scalar
         disable_tqdm=True,
         **grpo_vllm_args(p.backend),  # generation backend (models, #11)
     )
@@ -134,9 +133,10 @@ def _callback(tokenizer, out: Path | None, p: GRPOParams, on_checkpoint, timer: 
         every process (collective under ZeRO-3). `trainer` is set once the trainer exists."""
 
         trainer = None
+        progress = Progress(p.algorithm, p.steps)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if on_checkpoint is not None and p.sft_loss_every > 0:
+            if on_checkpoint is not None and p.sft_loss_every > 0 and state.global_step == 0:
                 on_checkpoint(0, model)  # the start model, once the engine holds it
 
         def on_step_begin(self, args, state, control, **kwargs):
@@ -174,6 +174,7 @@ def _callback(tokenizer, out: Path | None, p: GRPOParams, on_checkpoint, timer: 
             }
             timer["history"].append(record)
             append_jsonl(out / "metrics.jsonl" if out else None, record)
+            self.progress(state.global_step, reward=logs.get("reward"), success=logs.get("success"))
 
     return Track()
 
@@ -203,11 +204,12 @@ def train_grpo(
     out_dir: str | Path | None = None,
     on_checkpoint: Callable[[int, object], None] | None = None,
     dist: engine.Distributed | None = None,
+    checkpointer: resume.Checkpointer | None = None,
 ) -> dict:
     """Train `model` with GRPO/RLOO on `rows` (dicts with 'prompt' and the reward's columns),
     `reward_fn(completions, rows) -> (rewards, successes)`. Returns a summary dict.
     `on_checkpoint(step, policy)` runs at step 0 and every `sft_loss_every` steps, on every
-    process (the SFT-loss probe)."""
+    process (the SFT-loss probe). With a `checkpointer`, a rerun resumes (sftrl.train.resume)."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import GRPOTrainer, RLOOTrainer
@@ -221,22 +223,29 @@ def train_grpo(
     rows = [{**r, "prompt": chat.trl_prompt(r["prompt"], p.prompt_format)} for r in rows]
     dataset = Dataset.from_list(rl_common.take(rl_common.cycle_rows(rows, p.seed), n_rows))
     columns = [c for c in dataset.column_names if c != "prompt"]
-    timer: dict = {"history": []}
+    start = resume.latest_trainer_checkpoint(checkpointer)
+    timer: dict = {"history": resume.read_jsonl(out / "metrics.jsonl" if start and out else None)}
     trainer_cls = GRPOTrainer if p.algorithm == "grpo" else RLOOTrainer
     track = _callback(tokenizer, out, p, on_checkpoint, timer, dist)
+    callbacks = [track]
+    if checkpointer is not None:
+        checkpointer.total = p.steps
+        # a checkpoint only where a generation batch is used up: the resumed trainer generates
+        callbacks.append(resume.trainer_callback(checkpointer, lambda s: s % p.num_iterations == 0))
     with tempfile.TemporaryDirectory(prefix="sftrl-grpo-") as scratch:
         trainer = trainer_cls(
             model=model,
             reward_funcs=[make_reward_func(reward_fn, columns)],
-            args=_config(p, scratch, dist),
+            args=_config(p, scratch, dist, checkpointer),
             train_dataset=dataset,
             processing_class=tokenizer,
-            callbacks=[track],
+            callbacks=callbacks,
         )
         track.trainer = trainer
         trainer.remove_callback(PrinterCallback)  # metrics.jsonl holds every log line
         _time_generation(trainer, timer)
-        trainer.train()
+        trainer.train(resume_from_checkpoint=start)
+        resume.finish_trainer(checkpointer)
         track._save(None)
     return _summary(timer["history"], p)
 
@@ -254,10 +263,12 @@ def train_from_dirs(
     params: dict,
     out_dir: Path | None,
     base_model: str | Path | None = None,
+    checkpointer: resume.Checkpointer | None = None,
 ) -> dict:
     """Load the start checkpoint and the RL hands, attach the SFT-loss probe, train."""
     from sftrl.modeling import load_model, load_tokenizer, set_seed_everywhere
 
+    resumed = checkpointer is not None and checkpointer.restore()[0] > 0  # before any write
     p, dist = stage_params(GRPOParams, params), engine.distributed(params)
     set_seed_everywhere(p.seed)
     tokenizer = load_tokenizer(start_model, padding_side="left")
@@ -267,9 +278,12 @@ def train_from_dirs(
     def reward_fn(texts, rows):
         return rl_common.score_batch(texts, rows, p.reward, p.reward_mode)
 
-    probe, on_checkpoint = rl_common.sft_loss_probe(data_dir, out_dir, p, tokenizer, base_model)
+    probe, on_checkpoint = rl_common.sft_loss_probe(
+        data_dir, out_dir, p, tokenizer, base_model, resumed
+    )
+    rows = rl_common.rl_rows(data_dir)
     summary = train_grpo(
-        model, tokenizer, rl_common.rl_rows(data_dir), reward_fn, p, out_dir, on_checkpoint, dist
+        model, tokenizer, rows, reward_fn, p, out_dir, on_checkpoint, dist, checkpointer
     )
     return {**summary, **rl_common.probe_summary(probe), **engine.manifest_fields(dist)}
 

@@ -38,8 +38,8 @@ from torch import nn
 
 from sftrl import chat
 from sftrl.generation import greedy, left_pad, position_ids, sample_tokens
-from sftrl.train import engine, rl_common
-from sftrl.train.common import append_jsonl, defaults, stage_params
+from sftrl.train import engine, resume, rl_common
+from sftrl.train.common import Progress, append_jsonl, defaults, stage_params
 
 
 @dataclass(frozen=True)
@@ -493,13 +493,15 @@ def train_ppo(
     accelerator=None,
     dist: engine.Distributed | None = None,
     reference=None,
+    checkpointer: resume.Checkpointer | None = None,
 ) -> dict:
     """Run `steps` PPO iterations on hands drawn from `hands`. Writes `metrics.jsonl`,
     `step-<k>/`, `final/` and `value_head.safetensors` under out_dir (None: write nothing).
     `on_checkpoint(step, policy)` runs at step 0 and every `sft_loss_every` steps (the SFT-loss
     probe), on every process. Pass the `accelerator` the policy was loaded for (default: a new
     one) and, where a copy of the policy is no option (ZeRO-3 loads it sharded), the KL
-    `reference`."""
+    `reference`. With a `checkpointer`, in-job checkpoints (accelerate's `save_state`: weights,
+    optimizer, scheduler, RNG states, plus the sampling generator) let a rerun resume."""
     p = stage_params(PPOParams, params)
     dist = dist or engine.Distributed()
     acc = accelerator or make_accelerator(p, dist)
@@ -522,13 +524,22 @@ def train_ppo(
         ActorCritic(policy, head), optimizer, scheduler
     )
     actor_critic.eval()  # dropout off throughout: old and new log-probs are the same function
-    if on_checkpoint is not None and p.sft_loss_every > 0:
-        on_checkpoint(0, acc.unwrap_model(actor_critic).policy)  # the start model
     generator = torch.Generator(device=acc.device).manual_seed(
         int(p.seed) * 7919 + acc.process_index
     )
-    history = []
-    for step in range(1, p.steps + 1):
+    done, saved = checkpointer.restore() if checkpointer is not None else (0, None)
+    generator_file = f"sftrl_generator_{acc.process_index}.pt"
+    if saved is not None:  # after the reference copy: that stays the start policy
+        acc.load_state(str(saved))
+        generator.set_state(torch.load(saved / generator_file))
+        rl_common.take(hands, done * p.rollout_batch_size * acc.num_processes)
+    elif on_checkpoint is not None and p.sft_loss_every > 0:
+        on_checkpoint(0, acc.unwrap_model(actor_critic).policy)  # the start model
+    if checkpointer is not None:
+        checkpointer.total = p.steps
+    history = resume.read_jsonl(metrics_path if done else None)
+    progress = Progress("ppo", p.steps)
+    for step in range(done + 1, p.steps + 1):
         t0 = time.perf_counter()
         # one global stream of hands: process k answers the k-th slice of each global batch
         batch = rl_common.take(hands, p.rollout_batch_size * acc.num_processes)
@@ -575,6 +586,7 @@ def train_ppo(
         history.append(record)
         if acc.is_main_process:
             append_jsonl(metrics_path, record)
+            progress(step, reward=record["reward"], success=record["success"])
         if rl_common.is_due(step, p.save_every, p.steps) and step != p.steps:
             _save(acc, actor_critic, tokenizer, out, step, dist)
         if (
@@ -583,6 +595,11 @@ def train_ppo(
             and rl_common.is_due(step, p.sft_loss_every, p.steps)
         ):
             on_checkpoint(step, acc.unwrap_model(actor_critic).policy)
+        if checkpointer is not None and step < p.steps and checkpointer.due(step):
+            acc.save_state(str(checkpointer.path(step)))  # every process: shards, RNG states
+            torch.save(generator.get_state(), checkpointer.path(step) / generator_file)
+            checkpointer.commit(step)
+            checkpointer.stop_if_requested()
     _save(acc, actor_critic, tokenizer, out, None, dist, value_head=True)
     return _summary(history, p)
 
@@ -640,11 +657,13 @@ def train_from_dirs(
     params: dict,
     out_dir: Path | None,
     base_model: str | Path | None = None,
+    checkpointer: resume.Checkpointer | None = None,
 ) -> dict:
     """Create the engine, load the start checkpoint on its device, attach the SFT-loss probe,
-    train."""
+    train (resuming from `checkpointer`'s newest checkpoint when there is one)."""
     from sftrl.modeling import load_model, load_tokenizer, set_seed_everywhere
 
+    resumed = checkpointer is not None and checkpointer.restore()[0] > 0  # before any write
     p, dist = stage_params(PPOParams, params), engine.distributed(params)
     acc = make_accelerator(p, dist)  # before any weight is placed (one device per process)
     set_seed_everywhere(p.seed)
@@ -661,9 +680,21 @@ def train_from_dirs(
     def reward_fn(texts, rows):
         return rl_common.score_batch(texts, rows, p.reward, p.reward_mode)
 
-    probe, on_checkpoint = rl_common.sft_loss_probe(data_dir, out_dir, p, tokenizer, base_model)
+    probe, on_checkpoint = rl_common.sft_loss_probe(
+        data_dir, out_dir, p, tokenizer, base_model, resumed
+    )
     summary = train_ppo(
-        policy, tokenizer, hands, reward_fn, p, out_dir, on_checkpoint, acc, dist, reference
+        policy,
+        tokenizer,
+        hands,
+        reward_fn,
+        p,
+        out_dir,
+        on_checkpoint,
+        acc,
+        dist,
+        reference,
+        checkpointer,
     )
     return {**summary, **rl_common.probe_summary(probe), **engine.manifest_fields(dist)}
 

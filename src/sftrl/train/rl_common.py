@@ -155,11 +155,13 @@ def sft_loss_probe(
     p,
     tokenizer,
     base_model: str | Path | None = None,
+    resumed: bool = False,
 ) -> tuple[SftLossTracker | None, Callable[[int, object], None] | None]:
     """The probe of an RL run (params `p`: sft_loss_every/_rows/_batch_size): a reference row
     of the base model now, then `on_checkpoint(step, policy)`, which the training loop calls at
     step 0 (the start model, once the engine holds it) and every `sft_loss_every` steps. Runs on
-    every process (a ZeRO-3 forward is collective); only the main one (out_dir) writes."""
+    every process (a ZeRO-3 forward is collective); only the main one (out_dir) writes. A
+    `resumed` run reads back the rows it wrote before its checkpoint."""
     if p.sft_loss_every <= 0:
         return None, None
     from sftrl.train.engine import whole_model_loading
@@ -167,7 +169,11 @@ def sft_loss_probe(
     probe = SftLossTracker(
         data_dir, out_dir, p.sft_loss_rows, p.sft_loss_batch_size, p.prompt_format
     )
-    if base_model is not None:
+    if resumed:
+        from sftrl.train.resume import read_jsonl
+
+        probe.history = read_jsonl(probe.path)
+    elif base_model is not None:
         with whole_model_loading():  # a plain model outside the engine, even under ZeRO-3
             probe.reference(base_model, "base")
 
@@ -193,13 +199,22 @@ def probe_summary(probe: SftLossTracker | None) -> dict:
 
 def run_stage(spec: dict, train_from_dirs: Callable[..., dict]) -> None:
     """An RL stage's entry: inputs {"start_model": HF dir, "base_model": HF dir, "data": data
-    dir}; `train_from_dirs(start, data, params, out_dir, base)` runs on every process."""
+    dir}; `train_from_dirs(start, data, params, out_dir, base, checkpointer)` runs on every
+    process, resumable (sftrl.train.resume)."""
+    from sftrl.train.resume import checkpointer
+
     inputs = spec["inputs"]
     with_artifact(
         spec,
         lambda out: train_from_dirs(
-            inputs["start_model"], inputs["data"], spec["params"], out, inputs.get("base_model")
+            inputs["start_model"],
+            inputs["data"],
+            spec["params"],
+            out,
+            inputs.get("base_model"),
+            checkpointer(spec, out),
         ),
+        resumable=True,
     )
 
 

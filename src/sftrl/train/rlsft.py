@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftrl.train import rl_common
+from sftrl.train import resume, rl_common
 from sftrl.train.common import append_jsonl, defaults, read_rows, stage_params, with_artifact
 
 
@@ -93,7 +93,8 @@ def _tracker(measure: Callable[[object], dict], every: int, out: Path | None, hi
             append_jsonl(out / "metrics.jsonl" if out else None, record)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            self._record(state, model)
+            if state.global_step == 0:  # not again when resumed
+                self._record(state, model)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if rl_common.is_due(state.global_step, every, state.max_steps):
@@ -103,9 +104,14 @@ def _tracker(measure: Callable[[object], dict], every: int, out: Path | None, hi
 
 
 def train_rlsft(
-    model_dir: str | Path, data_dir: str | Path, params: dict, out_dir: Path | None
+    model_dir: str | Path,
+    data_dir: str | Path,
+    params: dict,
+    out_dir: Path | None,
+    checkpointer: resume.Checkpointer | None = None,
 ) -> dict:
-    """SFT from `model_dir` on `sft_train`, tracking mean@1 on RL prompts; saves `final/`."""
+    """SFT from `model_dir` on `sft_train`, tracking mean@1 on RL prompts; saves `final/`.
+    With a `checkpointer`, a rerun resumes (sftrl.train.resume)."""
     from sftrl.modeling import load_tokenizer
     from sftrl.train.sft import DEFAULT_PARAMS as SFT_DEFAULTS
     from sftrl.train.sft import epoch_tag, train_sft
@@ -127,7 +133,8 @@ def train_rlsft(
         data / f"{p.reward_split}.parquet", ["prompt", "cards", "rule"], limit=p.reward_rows
     )
     heldout = data / "sft_heldout.parquet"
-    history: list[dict] = []
+    resumed = checkpointer is not None and checkpointer.restore()[0] > 0
+    history = resume.read_jsonl(Path(out_dir) / "metrics.jsonl" if resumed and out_dir else None)
     tokenizer = load_tokenizer(model_dir, padding_side="right")
 
     def measure(model):
@@ -150,6 +157,7 @@ def train_rlsft(
         tokenizer=tokenizer,
         heldout_rows=read_rows(heldout, columns) if heldout.exists() else (),
         callbacks=[_tracker(measure, p.track_every, out_dir, history)],
+        checkpointer=checkpointer,
     )
     if out_dir is not None:
         (Path(out_dir) / epoch_tag(p.epochs)).rename(Path(out_dir) / "final")
@@ -167,5 +175,13 @@ def run(spec: dict) -> None:
     """Stage entry: inputs {"start_model": HF dir of the RL result, "data": data dir}."""
     inputs = spec["inputs"]
     with_artifact(
-        spec, lambda out: train_rlsft(inputs["start_model"], inputs["data"], spec["params"], out)
+        spec,
+        lambda out: train_rlsft(
+            inputs["start_model"],
+            inputs["data"],
+            spec["params"],
+            out,
+            resume.checkpointer(spec, out),
+        ),
+        resumable=True,
     )

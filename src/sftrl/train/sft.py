@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from sftrl.train import engine
+from sftrl.train import engine, resume
 from sftrl.train.common import (
+    Progress,
     append_jsonl,
     defaults,
     read_rows,
@@ -159,6 +160,7 @@ def _make_callback(
         def __init__(self):
             self.t0 = time.time()
             self.trainer = None
+            self.progress = Progress("sft", max(points))
 
         def _checkpoint(self, state, model, step: int):
             tag, epoch = points[step]
@@ -185,7 +187,7 @@ def _make_callback(
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self.t0 = time.time()
-            if 0 in points:
+            if 0 in points and state.global_step == 0:  # not again when resumed
                 self._checkpoint(state, model, 0)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -196,6 +198,7 @@ def _make_callback(
             if not state.is_world_process_zero or out_dir is None or not logs:
                 return
             if "loss" in logs:  # per-step training logs (not the final summary)
+                self.progress(state.global_step, loss=logs["loss"], lr=logs.get("learning_rate"))
                 append_jsonl(
                     out_dir / "train_log.jsonl",
                     {
@@ -227,6 +230,7 @@ def train_sft(
     eval_fn: Callable | None = None,
     model=None,
     tokenizer=None,
+    checkpointer: resume.Checkpointer | None = None,
 ) -> dict:
     """Fine-tune the HF causal LM in `model_dir` on prompt/completion rows.
 
@@ -234,10 +238,12 @@ def train_sft(
     `out_dir/step-<k>/` for every k in `save_at_steps`, training to the last of them.
     `eval_fn(model=, tokenizer=, epoch=, step=, checkpoint=)` is called at each save point
     (the RL->SFT branch tracks reward there). Pass `model`/`tokenizer` to continue
-    from objects already in memory. `out_dir=None` writes nothing (non-main processes).
+    from objects already in memory. `out_dir=None` writes nothing (non-main processes). With a
+    `checkpointer`, in-job checkpoints are saved and a rerun resumes from the newest.
     Returns a summary dict (steps, seconds, final train loss, held-out losses).
     """
     from datasets import Dataset
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from sftrl.modeling import load_model, load_tokenizer
@@ -280,8 +286,13 @@ def train_sft(
     dataset = Dataset.from_dict(
         {"prompt": [a for a, _ in pairs], "completion": [b for _, b in pairs]}
     )
+    if checkpointer is not None:
+        checkpointer.total = max_steps
     config = SFTConfig(
-        output_dir=str(out / "_trainer") if out is not None else "/tmp/sftrl-sft-scratch",
+        # the Trainer's own checkpoints: in-job resume state (sftrl.train.resume) or scratch
+        **resume.trainer_arguments(
+            checkpointer, str(out / "_trainer") if out is not None else "/tmp/sftrl-sft-scratch"
+        ),
         max_steps=max_steps,
         per_device_train_batch_size=p.batch_size,
         gradient_accumulation_steps=p.grad_accum,
@@ -297,50 +308,50 @@ def train_sft(
         max_length=p.max_length,
         completion_only_loss=True,
         packing=False,
-        save_strategy="no",  # our callback saves at the configured epochs
         logging_steps=1,
-        report_to=[],
-        disable_tqdm=False,
+        report_to=[],  # curves: our JSONL logs, each also a TensorBoard scalar (train.common)
+        disable_tqdm=True,  # progress lines instead, readable in a SLURM log
         dataloader_num_workers=0,
         dataset_num_proc=None,
     )
     callback = _make_callback(
         tokenizer, out, points, heldout_rows, p.heldout_batch_size, eval_fn, dist, p.prompt_format
     )
+    resume_callbacks = [resume.trainer_callback(checkpointer)] if checkpointer else []
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[callback, *callbacks],
+        callbacks=[callback, *callbacks, *resume_callbacks],
     )
+    trainer.remove_callback(PrinterCallback)  # the logs go to train_log.jsonl
     callback.trainer = trainer
     # full_determinism turns on torch's deterministic mode, which also fills every new tensor
     # with NaN (a debugging aid against reads of uninitialised memory). On CPU that fill
     # doubles the step time; switching it off leaves the weights bit-identical (checked).
     torch.utils.deterministic.fill_uninitialized_memory = False
     t0, cpu0 = time.time(), time.process_time()
-    result = trainer.train()
+    start = resume.latest_trainer_checkpoint(checkpointer)
+    trainer.train(resume_from_checkpoint=start)
+    resume.finish_trainer(checkpointer)
     seconds, cpu_seconds = time.time() - t0, time.process_time() - cpu0
     if out is not None:
         _remove_tree(out / "_trainer")  # Trainer scratch (training_args.bin differs per run)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]  # resumed: all steps
     return {
         "steps": max_steps,
         "steps_per_epoch": per_epoch,
         "train_rows": len(train_rows),
         "saved": [tag for tag, _ in points.values()],
-        "final_train_loss": _last_train_loss(trainer),
-        "mean_train_loss": result.training_loss,
+        "final_train_loss": losses[-1] if losses else None,
+        "mean_train_loss": sum(losses) / len(losses) if losses else None,
+        "resumed_from": start and Path(start).name,
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),  # closer to uncontended time on a shared box
         "threads": torch.get_num_threads(),
         **engine.manifest_fields(dist),
     }
-
-
-def _last_train_loss(trainer) -> float | None:
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return losses[-1] if losses else None
 
 
 def _remove_tree(path: Path) -> None:
@@ -363,6 +374,12 @@ def run(spec: dict) -> None:
     with_artifact(
         spec,
         lambda out: train_sft(
-            base, train_rows, out, params=spec["params"], heldout_rows=heldout_rows
+            base,
+            train_rows,
+            out,
+            params=spec["params"],
+            heldout_rows=heldout_rows,
+            checkpointer=resume.checkpointer(spec, out),
         ),
+        resumable=True,
     )
