@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,61 @@ def test_slurm_run_gives_the_local_content_addresses(micro_run, slurm_cluster, t
     # the training jobs really went through SLURM (localrules run beside snakemake)
     submitted = {p.name for p in (tmp_path / ".snakemake" / "slurm_logs").glob("rule_*")}
     assert {"rule_data", "rule_pretrain", "rule_sft", "rule_rl", "rule_eval"} <= submitted
+
+
+@pytest.mark.slurm
+def test_slurm_warning_signal_checkpoints_and_the_retry_resumes(slurm_cluster, tmp_path):
+    """SLURM's warning signal (USR1 to the job step, as `--signal=USR1@T` sends it) makes the
+    pre-training job checkpoint and exit 75 (snakemake's own process in the step ignores it);
+    snakemake's retry resumes it in a new SLURM job and publishes the weights of an
+    uninterrupted local run."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("pretrain: {steps: 100}\ncheckpointing: {every_minutes: 0}\n")
+    configs = ["--configfile", str(MICRO), str(overlay)]
+    found = subprocess.run(
+        [str(BIN / "sftrl"), "plan", *configs, "--find", "base"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    (target,) = [path for path in found if path.startswith("results/pretrain/")]
+    art_id = Path(target).parent.name
+    work, local = tmp_path / "slurm", tmp_path / "local"
+    work.mkdir()
+    argv = [sys.executable, "-m", "snakemake", *slurm_cluster.profile_args, "--retries", "1"]
+    argv += ["-s", str(ROOT / "Snakefile"), *configs, "--", target]
+    proc = subprocess.Popen(
+        argv, cwd=work, env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    steps_log = work / "results" / "pretrain" / f".tmp-{art_id}-resume" / "train_log.jsonl"
+    deadline = time.monotonic() + 300
+    while not steps_log.is_file() or len(steps_log.read_text().splitlines()) < 5:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+        time.sleep(0.1)
+    running = slurm_cluster.run("squeue", "-h", "-t", "R", "-o", "%i").stdout.split()
+    slurm_cluster.run("scancel", "--signal=USR1", *running, check=True)
+    output = proc.communicate(timeout=600)[0].decode()
+    assert proc.returncode == 0, output[-4000:] + slurm_cluster.logs()
+
+    attempts = sorted((work / ".snakemake" / "slurm_logs" / "rule_pretrain").rglob("*.log"))
+    texts = [path.read_text(errors="replace") for path in attempts]
+    assert len(texts) == 2 and "returned non-zero exit status 75" in texts[0], texts
+    job_log = (work / "logs" / "pretrain" / f"{art_id}.log").read_text()
+    assert "resuming from the checkpoint at step" in job_log
+    local.mkdir()
+    subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "-c2", *configs, "--", target],
+        cwd=local,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+        capture_output=True,
+        check=True,
+    )
+
+    def weights(root: Path) -> bytes:
+        return (root / Path(target).parent / "model" / "model.safetensors").read_bytes()
+
+    assert weights(work) == weights(local)
 
 
 def test_single_ablation_reruns_alone(micro_run):

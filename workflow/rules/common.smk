@@ -6,8 +6,10 @@ from sftrl.config import validate_config
 from sftrl.distributed import launch_command
 from sftrl.plan import FIGURES, Plan, stage_resources
 from sftrl.store import presentation_hash
+from sftrl.train.resume import leave_warning_signal_to_jobs
 
 set_offline_env()
+leave_warning_signal_to_jobs()  # SLURM's --signal must reach the training job, not kill us
 
 # Fails here, before any job, with the offending key named.
 validate_config(config)

@@ -1,4 +1,4 @@
-# Training stages run as `python -m sftrl.train.<stage>`: the same command runs under
+# Training stages run as `python -m sftrl.jobs --spec ...`: the same command runs under
 # `accelerate launch` on several GPUs, where a script: rule would get no snakemake object.
 
 

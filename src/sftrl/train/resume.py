@@ -126,6 +126,19 @@ def _locked(path: Path) -> bool:
     return False
 
 
+def leave_warning_signal_to_jobs() -> None:
+    """In snakemake's own process (the Snakefile calls it): ignore SIGUSR1.
+
+    SLURM's `--signal=USR1@T` goes to every process of the job step: the job-side snakemake
+    too, which Python's default action would kill, and the step with it, before the training
+    job below finished its checkpoint. An ignored signal stays ignored in child processes; the
+    training job installs its own handler (`Checkpointer`), every other job keeps ignoring it."""
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    except ValueError:  # not the main thread (snakemake's API from a thread): nothing to do
+        pass
+
+
 # ----------------------------------------------------------------------------- the job's side
 
 
@@ -171,6 +184,11 @@ class Checkpointer:
         self._signalled: int | None = None
         self.stopping = False
         self.restored: tuple[int, Path | None] | None = None
+        for sig in STOP_SIGNALS:  # before the lock file exists: its presence means "handled"
+            try:
+                signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: no handlers (tests calling directly)
+                break
         self._lock = open(self.directory / LOCK_NAME, "a")  # noqa: SIM115 (held for the job)
         if self.work is not None:
             try:
@@ -179,11 +197,6 @@ class Checkpointer:
                 raise RuntimeError(
                     f"{self.directory.parent}: another process is running this job"
                 ) from exc
-        for sig in STOP_SIGNALS:
-            try:
-                signal.signal(sig, self._on_signal)
-            except ValueError:  # not the main thread: no handlers (tests calling directly)
-                break
 
     def _on_signal(self, signum, frame) -> None:
         self._signalled = signum
