@@ -200,3 +200,31 @@ def test_curves_hold_the_logged_values(game, tmp_path):
     assert read == pytest.approx(losses, rel=1e-6) and len(read) == STEPS["sft"]
     files = json.loads((art / "manifest.json").read_text())["files"]
     assert any(rel.startswith("tensorboard/events.out.tfevents.") for rel in files)
+
+
+def test_opt_in_wandb_run_is_offline_and_named_by_the_artifact_id(game, tmp_path):
+    spec, _ = job(game, "sft", SFT)
+    logs = tmp_path / "logs"
+    finish(
+        start(
+            {**spec, "logging": {"report_to": ["wandb"], "project": "t", "dir": str(logs)}},
+            tmp_path / "store",
+        )
+    )
+    (run_file,) = logs.glob(f"wandb/offline-run-*/run-{spec['id']}.wandb")
+    content = run_file.read_bytes()
+    assert b"train_log/loss" in content and b"heldout_loss/heldout_loss" in content
+    assert (tmp_path / "store" / "sft" / spec["id"] / "manifest.json").is_file()
+    assert not list((tmp_path / "store").rglob("*.wandb"))  # never inside the artifact
+
+
+def test_a_tracker_that_is_not_installed_is_named_at_plan_time(monkeypatch):
+    import importlib.util
+
+    from sftrl.checks import plan_problems
+    from sftrl.config import DEFAULT_CONFIG, load_config
+
+    config = load_config(DEFAULT_CONFIG, overrides={"logging": {"report_to": ["wandb"]}})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: None if n == "wandb" else real(n))
+    assert any("logging.report_to = 'wandb'" in p for p in plan_problems(config))

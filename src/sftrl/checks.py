@@ -45,9 +45,22 @@ def plan_problems(config: dict[str, Any]) -> list[str]:
         _k_specs,
         _layers,
         _modules,
+        _reporters,
     ):
         problems += check(config)
     return problems
+
+
+def _reporters(config: dict) -> list[str]:
+    """An opt-in tracker must be installed before a day of training finds out it is not."""
+    import importlib.util
+
+    return [
+        f"config key logging.report_to = {name!r}: the package is not installed "
+        f"(pip install 'sftrl[{name}]')"
+        for name in config["logging"]["report_to"]
+        if importlib.util.find_spec(name) is None
+    ]
 
 
 # ---------------------------------------------------------------------------- model

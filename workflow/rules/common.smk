@@ -27,12 +27,13 @@ def parents_of(stage):
 
 
 def spec_of(stage):
-    """Params function: the job spec (dict) of the artifact with this id; threads and the
-    checkpoint interval travel beside it (they change no result)."""
+    """Params function: the job spec (dict) of the artifact with this id; threads, checkpoint
+    interval and trackers travel beside it (they change no result)."""
     return lambda w, threads: {
         **PLAN.get(stage, w.id).spec(),
         "threads": threads,
         "checkpointing": config["checkpointing"],
+        "logging": config["logging"],
     }
 
 

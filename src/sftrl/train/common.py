@@ -9,7 +9,8 @@
 - data: `read_rows` of a parquet split;
 - metric logging: `append_jsonl`, one JSON line per record (main process only), each numeric
   field of a record with a `step` also a TensorBoard scalar `<file stem>/<field>` in the
-  artifact's `tensorboard/`; `progress`, a plain line per interval for SLURM log files;
+  artifact's `tensorboard/` (and, opt-in, a W&B scalar: `start_trackers`); `Progress`, a
+  plain line per interval for SLURM log files;
 - artifacts: `with_artifact` runs a stage body on every process and writes the artifact (and
   its manifest) once, on the main process; a training stage's is resumable (`train.resume`).
 """
@@ -94,6 +95,30 @@ def append_jsonl(path: str | Path | None, record: dict) -> None:
 
 
 _WRITERS: dict[Path, Any] = {}  # one TensorBoard writer per artifact directory
+_TRACKER_RUNS: list[Any] = []  # opt-in trackers of the job (config logging.report_to)
+
+
+def start_trackers(spec: dict) -> None:
+    """The job's runs of the opt-in trackers (main process): W&B offline unless WANDB_MODE
+    says otherwise, one run per artifact id, so a resumed job continues its run."""
+    settings = spec.get("logging") or {}
+    if "wandb" not in settings.get("report_to", ()):
+        return
+    import wandb
+
+    os.environ.setdefault("WANDB_MODE", "offline")  # offline-safe: `wandb sync` later
+    directory = Path(settings.get("dir", "logs"))
+    directory.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=settings.get("project", "sftrl"),
+        id=spec["id"],
+        name=f"{spec['stage']}-{spec['id'][:8]}",
+        group=spec["stage"],
+        resume="allow",
+        dir=str(directory),
+        config={"params": spec["params"], "parents": spec["parents"]},
+    )
+    _TRACKER_RUNS.append(run)
 
 
 def _add_scalars(path: Path, record: dict) -> None:
@@ -106,19 +131,30 @@ def _add_scalars(path: Path, record: dict) -> None:
 
         writer = SummaryWriter(str(path.parent / TENSORBOARD_DIR), flush_secs=30)
         _WRITERS[path.parent] = writer
-    for key, value in record.items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if key != "step" and number and math.isfinite(value):
-            writer.add_scalar(f"{path.stem}/{key}", value, step)
+    scalars = {
+        f"{path.stem}/{key}": value
+        for key, value in record.items()
+        if key != "step"
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    }
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
+    for run in _TRACKER_RUNS:
+        run.log(scalars, step=step)
 
 
 def flush_curves(close: bool = False) -> None:
-    """Write out buffered TensorBoard events (before a checkpoint and before the manifest)."""
+    """Write out buffered TensorBoard events (before a checkpoint and before the manifest);
+    `close` also ends the trackers' runs."""
     for directory, writer in list(_WRITERS.items()):
         writer.flush()
         if close:
             writer.close()
             del _WRITERS[directory]
+    while close and _TRACKER_RUNS:
+        _TRACKER_RUNS.pop().finish()
 
 
 class Progress:
@@ -165,6 +201,7 @@ def with_artifact(spec: dict, body: Callable[[Path | None], dict], *, resumable=
     from sftrl.store import open_artifact
 
     with open_artifact(spec, resumable=resumable) as art:
+        start_trackers(spec)
         summary = body(Path(art.path))
         flush_curves(close=True)  # every event on disk before the manifest hashes the files
         art.summary.update(summary)

@@ -302,8 +302,7 @@ def train_base_model(
 
 def run(spec: dict) -> None:
     """Stage entry: inputs {"data": results/data/<id>}; writes model/ and train_log.jsonl."""
-    from sftrl.store import open_artifact
-    from sftrl.train.common import flush_curves, world_size
+    from sftrl.train.common import with_artifact, world_size
 
     if world_size() > 1:  # a ~1M-parameter model: one process, no engine
         raise ValueError(
@@ -311,13 +310,15 @@ def run(spec: dict) -> None:
         )
     data_dir = spec["inputs"]["data"]
     excluded = unseen_multisets(data_dir)
-    with open_artifact(spec, resumable=True) as art:
+
+    def body(out: Path) -> dict:
         summary = train_base_model(
             spec["params"],
-            art.path,
+            out,
             exclude_id_multisets=excluded,
             extra_texts=data_texts(data_dir),
-            checkpointer=resume.checkpointer(spec, art.path),
+            checkpointer=resume.checkpointer(spec, out),
         )
-        flush_curves(close=True)  # every event on disk before the manifest hashes the files
-        art.summary.update({**summary, "excluded_multisets": len(excluded)})
+        return {**summary, "excluded_multisets": len(excluded)}
+
+    with_artifact(spec, body, resumable=True)
