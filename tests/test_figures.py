@@ -277,7 +277,8 @@ EXPECTED_PANELS = {
     "recovery": [
         "A  OOD success: SFT, then RL",
         "B  Recovery by UV merge",
-        "C  Recovery by layer reset / interpolation",
+        "C  Recovery by layer reset",
+        "D  Recovery by interpolation",
     ],
     "sft_dynamics": ["A  Success by split over SFT", "B  SFT loss"],
     "rl_curves": [
@@ -449,7 +450,7 @@ def test_optional_columns_may_be_missing(tables):
     cut = dict(tables)
     evals = tables["evals"].drop(columns=["ci_low", "ci_high", "method", "setting", "fraction"])
     cut["evals"] = evals[evals["stage"] != "surgery"]
-    _, info = build.draw("recovery", cut, {})  # panels B and C read the recovery table
+    _, info = build.draw("recovery", cut, {})  # panels B-D read the recovery table
     assert info.panels == EXPECTED_PANELS["recovery"] and info.empty == []
     assert "sft-e8" in info.artifacts and "rl-ppo-e2" in info.artifacts
 

@@ -182,39 +182,30 @@ def _panel_recovery(
 
 
 def draw(tables: dict, settings: dict) -> tuple[Figure, FigureInfo]:
-    """A: success over SFT epochs with RL from each epoch as arrows; B/C: surgery recovery."""
+    """A: success over SFT epochs with RL from each epoch as arrows; then one recovery panel
+    per surgery panel of the registry (one x quantity each: never two on one axis)."""
     split = settings.get("split", "ood")
     info = FigureInfo("recovery")
-    fig = new_figure(12.5, 4.4, settings)
-    axes = fig.subplots(1, 3, width_ratios=[1.35, 1, 1])
+    panels: dict[str, list] = {}
+    for method in surgery_methods().values():
+        panels.setdefault(method.panel, []).append(method)
+    fig = new_figure(4.6 + 3.9 * len(panels), 4.4, settings)
+    axes = fig.subplots(1, 1 + len(panels), width_ratios=[1.35] + [1] * len(panels))
     evals = contract_table(tables, "evals")
     rec = contract_table(tables, "recovery")
     rec = rec[equals(rec, "split", split)]
     name = SPLIT_LABELS.get(split, split)
     _panel_rl_from_sft(axes[0], evals, split, info, f"A  {name} success: SFT, then RL")
-    by_panel = {
-        panel: [m.name for m in surgery_methods().values() if m.panel == panel]
-        for panel in ("directions", "weights")
-    }
-    _panel_recovery(
-        axes[1],
-        rec,
-        by_panel["directions"],
-        info,
-        "B  Recovery by UV merge",
-        surgery_methods()["uv"].xlabel,
-        percent_x=True,
-        split_name=name,
-    )
-    _panel_recovery(
-        axes[2],
-        rec,
-        by_panel["weights"],
-        info,
-        "C  Recovery by layer reset / interpolation",
-        "layers reset (%) or interpolation α",
-        percent_x=False,
-        split_name=name,
-    )
+    for ax, letter, methods in zip(axes[1:], "BCDEFG", panels.values(), strict=False):
+        _panel_recovery(
+            ax,
+            rec,
+            [m.name for m in methods],
+            info,
+            f"{letter}  Recovery by {methods[0].label}",
+            methods[0].xlabel,
+            percent_x=methods[0].x_percent,
+            split_name=name,
+        )
     figure_legend(fig, axes, ncol=3)
     return fig, info

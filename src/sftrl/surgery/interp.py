@@ -67,7 +67,7 @@ METHOD = Method(
     xlabel="interpolation weight α toward donor",
     swept="alpha",
     color="#e7298a",
-    panel="weights",
+    panel="interpolation",
     x_percent=False,
     order=2,
 )

@@ -52,7 +52,8 @@ class Method:
     ``setting(entry, n_layers) -> (label, x)``: the short label of a configured entry and its x
     value in tables and figures (``n_layers``: the recipient's decoder layers). ``swept``: the
     entry key the x axis sweeps (the other keys make line-style variants). ``panel``: the
-    recovery figure's panel, ``"directions"`` (singular directions) or ``"weights"``.
+    recovery figure's panel; methods sharing one plot the same x quantity (``"directions"``:
+    the UV merge and its random-direction control), titled by the first one's ``label``.
     """
 
     name: str

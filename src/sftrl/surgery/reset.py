@@ -107,7 +107,7 @@ METHOD = Method(
     xlabel="layers reset to donor (% of layers)",
     swept="layers",
     color="#a6761d",
-    panel="weights",
+    panel="layers",
     x_percent=True,
     order=1,
 )
