@@ -387,3 +387,30 @@ def test_stage_run_writes_artifact(tmp_path: Path, pair: tuple[Path, Path]) -> N
     assert store.read_manifest(art)["summary"]["n_matrices"] == N_LAYERS
     with pytest.raises(ValueError, match="unknown params"):
         spectrum.run({**spec, "params": {"kk": 3}})
+
+
+def test_random_update_null_beside_every_profile(pair: tuple[Path, Path], tables: dict) -> None:
+    """The null: a Gaussian update of each matrix's ||dW||_F. Its energy is spread evenly over
+    C = U^T R V, so its scaling share is ~1/r of square matrices (r = 32 here) whatever the
+    real update does; it is seeded (same seed, same columns) and `null="none"` leaves it out."""
+    import torch
+
+    from sftrl.spectrum import NULL_INDEX_COLUMNS, NULL_SCALARS, random_update
+
+    pm, pi, pl = tables["per_matrix"], tables["per_index"], tables["per_layer"]
+    assert {f"null_{c}" for c in NULL_SCALARS} <= set(pm.columns)
+    assert {f"null_{c}" for c in NULL_INDEX_COLUMNS} <= set(pi.columns)
+    assert {"null_share_rotation", "null_angle_u_mean"} <= set(pl.columns)
+    square = pm[pm["rows"] == pm["cols"]]
+    assert 0.5 / 32 < square["null_share_scaling"].mean() < 2 / 32
+    np.testing.assert_allclose(square["null_share_outside"], 0.0, atol=1e-5)
+    dw = torch.randn(16, 8, dtype=torch.float64)
+    r = random_update(dw, 0, "m")
+    assert torch.isclose(torch.linalg.vector_norm(r), torch.linalg.vector_norm(dw))
+    assert torch.equal(r, random_update(dw, 0, "m")) and not torch.equal(
+        r, random_update(dw, 1, "m")
+    )
+    plain = compute_spectrum(*pair, k=0.25, progress=False, modules=["q_proj"], null="none")
+    assert not [c for c in plain["per_matrix"].columns if c.startswith("null_")]
+    with pytest.raises(ValueError, match="spectrum.null"):
+        compute_spectrum(*pair, progress=False, null="shuffled")

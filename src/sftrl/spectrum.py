@@ -56,6 +56,13 @@ Per index (``per_index.parquet``, one row per matrix and singular index i < r): 
   the target's subspaces spanned by that bin's vectors, repeated on every index of the bin.
 - ``bestmatch_u`` and ``bestmatch_idx_u`` (the j achieving it); the same for V.
 
+Random-update null (``null="random_update"``, the default): the same diagnostics of
+``W_b + R`` against ``W_b``, ``R`` a Gaussian matrix scaled to ``||R||_F = ||dW||_F`` (seeded by
+``null_seed`` and the tensor name), as columns ``null_<name>`` next to every per-matrix scalar
+in ``NULL_SCALARS`` and per-index profile in ``NULL_INDEX_COLUMNS``. It says what an update of
+the same size with no structure gives (a random matrix is mostly rotation: a rotation share
+near 1 - 1/r), so an angle or energy profile is read against it, not against zero.
+
 Per layer (``per_layer.parquet``): one row per (layer, module) and one per layer with
 ``module == "*"`` (all modules of that layer; embeddings and lm_head have layer <NA>). Means of the
 per-matrix diagnostics, energy shares weighted by ``dw_fro^2`` (sum of the parts over sum of the
@@ -104,6 +111,7 @@ DEFAULT_K: float = 0.2  # "top 20%" of the paper
 DEFAULT_BINS = 20
 DEFAULT_DW_TOP = 8
 TABLES = ("per_matrix", "per_index", "per_layer")
+NULLS = ("random_update", "none")
 
 
 def principal_angles(
@@ -336,16 +344,41 @@ SHARE_COLUMNS = (
 )
 
 
+# What the random-update null repeats (module docstring): the direction and energy
+# diagnostics (its size, dw_rel, equals the real update's by construction).
+NULL_MEAN_COLUMNS = tuple(c for c in MEAN_COLUMNS if c not in ("sv_rel_mean_abs", "dw_rel"))
+NULL_SCALARS = (*NULL_MEAN_COLUMNS, *SHARE_COLUMNS)
+NULL_INDEX_COLUMNS = ("angle_u", "angle_v", "bin_angle_u", "bin_angle_v")
+
+
+def null_columns(columns: Sequence[str]) -> list[str]:
+    return [f"null_{column}" for column in columns]
+
+
+def random_update(dw: torch.Tensor, seed: int, name: str) -> torch.Tensor:
+    """A Gaussian matrix with the Frobenius norm of ``dw`` (seeded by seed and tensor name)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    r = torch.randn(dw.shape, generator=gen, dtype=torch.float64).to(dw.device, dw.dtype)
+    norm = torch.linalg.vector_norm(r)
+    return r * (torch.linalg.vector_norm(dw) / norm) if norm > 0 else r
+
+
 def _aggregate(group: pd.DataFrame) -> dict[str, Any]:
     row: dict[str, Any] = {
         "n_matrices": len(group),
         "params": int((group["rows"] * group["cols"]).sum()),
     }
-    for column in MEAN_COLUMNS:
+    with_null = "null_residual" in group
+    for column in (*MEAN_COLUMNS, *(null_columns(NULL_MEAN_COLUMNS) if with_null else ())):
         row[column] = float(group[column].mean())
-    energy = group["dw_fro"] ** 2
+    energy = group["dw_fro"] ** 2  # the null's update has the same norm: the same weights
     total = float(energy.sum())
-    for column in SHARE_COLUMNS:
+    for column in (*SHARE_COLUMNS, *(null_columns(SHARE_COLUMNS) if with_null else ())):
         # Energy-weighted: the share of the group's whole dW energy (NaN if it has none).
         row[column] = float((group[column] * energy).sum() / total) if total > 0 else math.nan
     row["dw_fro"] = math.sqrt(total)
@@ -381,8 +414,11 @@ def compute_spectrum(
     progress: bool = True,
     bins: int = DEFAULT_BINS,
     dw_top: int = DEFAULT_DW_TOP,
+    null: str = "random_update",
+    null_seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
-    """Diagnostics of every matched 2-D matrix of ``tgt_dir`` against ``ref_dir``.
+    """Diagnostics of every matched 2-D matrix of ``tgt_dir`` against ``ref_dir``, and of the
+    random-update null beside them (``null="none"``: without).
 
     Streams one matrix pair at a time (memory: a small multiple of the largest matrix). Returns
     ``{"per_matrix", "per_index", "per_layer"}`` DataFrames (see the module docstring).
@@ -394,6 +430,8 @@ def compute_spectrum(
     check_k(k)
     if bins < 1 or dw_top < 1:
         raise ValueError(f"bins ({bins}) and dw_top ({dw_top}) must be >= 1")
+    if null not in NULLS:
+        raise ValueError(f"spectrum.null must be one of {NULLS}, got {null!r}")
     dev, cdtype = resolve_device(device), resolve_dtype(dtype)
     keep = module_filter(modules)
     matrix_rows: list[dict[str, Any]] = []
@@ -411,6 +449,14 @@ def compute_spectrum(
             rank = min(rows, cols)
             kk = resolve_k(k, rank)
             scalars, arrays = matrix_diagnostics(w_ref, w_tgt, kk, bins=bins, dw_top=dw_top)
+            if null == "random_update":
+                w_null = w_ref + random_update(w_tgt - w_ref, null_seed, name)
+                null_scalars, null_arrays = matrix_diagnostics(
+                    w_ref, w_null, kk, bins=bins, dw_top=dw_top
+                )
+                scalars.update((f"null_{c}", null_scalars[c]) for c in NULL_SCALARS)
+                arrays.update((f"null_{c}", null_arrays[c]) for c in NULL_INDEX_COLUMNS)
+                del w_null
             del w_ref, w_tgt
             layer, module = layer_of(name), module_of(name)
             matrix_rows.append(
@@ -435,6 +481,8 @@ def compute_spectrum(
                 "rel_index": np.arange(rank, dtype=np.float64) / rank,
             }
             frame.update((column, arrays[column]) for column in INDEX_COLUMNS)
+            if null == "random_update":
+                frame.update((c, arrays[c]) for c in null_columns(NULL_INDEX_COLUMNS))
             index_frames.append(pd.DataFrame(frame))
     per_matrix = pd.DataFrame(matrix_rows)
     per_matrix["layer"] = per_matrix["layer"].astype("Int64")
@@ -475,8 +523,11 @@ def summarize(tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
         "sv_rel_l2_mean": float(pm["sv_rel_l2"].mean()),
         "dw_rel_total": math.sqrt(total / float((pm["ref_fro"] ** 2).sum())),
     }
-    for column in SHARE_COLUMNS:
+    shares = [*SHARE_COLUMNS, *(null_columns(SHARE_COLUMNS) if "null_residual" in pm else ())]
+    for column in shares:
         summary[column] = float((pm[column] * energy).sum() / total) if total > 0 else None
+    if "null_residual" in pm:
+        summary["null_angle_u_mean"] = float(pm["null_angle_u_mean"].mean())
     return summary
 
 
@@ -506,7 +557,7 @@ def format_layer_summary(per_layer: pd.DataFrame) -> str:
 # Keys the workflow puts into params to describe the two models (label, run-time selection,
 # path): they identify the inputs, not how to compute, so run() does not pass them on.
 ROLE_KEYS = ("reference", "target")
-PARAM_KEYS = ("k", "modules", "dtype", "bins", "dw_top")
+PARAM_KEYS = ("k", "modules", "dtype", "bins", "dw_top", "null", "null_seed")
 
 
 def run(spec: dict[str, Any]) -> None:
@@ -531,6 +582,8 @@ def run(spec: dict[str, Any]) -> None:
             dtype=params.get("dtype", "float32"),
             bins=params.get("bins", DEFAULT_BINS),
             dw_top=params.get("dw_top", DEFAULT_DW_TOP),
+            null=params.get("null", "random_update"),
+            null_seed=params.get("null_seed", 0),
             progress=sys.stderr.isatty(),
         )
         write_tables(tables, art.path)
