@@ -98,3 +98,16 @@ def test_surgery_labels_read_as_the_config_line():
         "uv full_rank=recipient_values top=1.0",
     ]
     assert all(a.params["full_rank"] for a in p.stage("surgery"))  # the params hold it
+
+
+def test_sft_after_rl_has_its_no_rl_twin():
+    """Each RL run from the last SFT epoch gets SFT after it, and one more run does the same
+    extra SFT from that SFT checkpoint with no RL between (the control of the reward drop)."""
+    p = plan(rl={"algorithms": ["ppo", "grpo"], "seeds": [0]})
+    runs = p.stage("rlsft")
+    twins = [a for a in runs if "rl" not in a.parents]
+    assert len(runs) == 3 and len(twins) == 1
+    (twin,) = twins
+    assert twin.parents["sft"] == p.sft.id and twin.inputs["start_model"] == p.sft_end.path
+    others = [a for a in runs if "rl" in a.parents]
+    assert all(a.params == twin.params for a in others)  # the same SFT: only the start differs

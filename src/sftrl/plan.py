@@ -314,32 +314,41 @@ class Plan:
                     self.evaluate(run)
 
     def _rlsft(self) -> None:
+        """SFT after each RL run from the last SFT epoch, and its no-RL twin: the same extra
+        SFT from the SFT checkpoint itself (the control of claim 2 of arXiv 2601.07389: more
+        SFT may lower the reward with no RL before it)."""
         cfg = self.config["rlsft"]
         self.rlsft_runs: list[Artifact] = []
         if not cfg.get("enabled", True):
             return
+        params = self._training(
+            "rlsft",
+            {
+                **cfg,
+                "seed": self.config["seed"],
+                "model": self._model_params(),
+                "reward_mode": self.config["reward"]["mode"],
+                **self._rendering(),
+            },
+        )
         start_epoch = self.config["sft"]["epochs"][-1]
-        for run in self.rl_runs:
-            if (
-                run.params["start_epoch"] != start_epoch
-                or run.params["seed"] != self.config["rl"]["seeds"][0]
-            ):
-                continue
+        starts = [
+            ({"rl": run.id}, run.model_path("final"), run.label)
+            for run in self.rl_runs
+            if run.params["start_epoch"] == start_epoch
+            and run.params["seed"] == self.config["rl"]["seeds"][0]
+        ]
+        if starts:
+            starts.append(
+                ({"sft": self.sft.id}, self.sft_end.path, f"no rl ({self.sft_end.label})")
+            )
+        for parent, start_model, label in starts:
             branch = self.add(
                 "rlsft",
-                self._training(
-                    "rlsft",
-                    {
-                        **cfg,
-                        "seed": self.config["seed"],
-                        "model": self._model_params(),
-                        "reward_mode": self.config["reward"]["mode"],
-                        **self._rendering(),
-                    },
-                ),
-                {"rl": run.id, "data": self.data.id},
-                {"data": self.data.dir, "start_model": run.model_path("final")},
-                f"sft after {run.label}",
+                params,
+                {**parent, "data": self.data.id},
+                {"data": self.data.dir, "start_model": start_model},
+                f"sft after {label}",
                 ["final"],
             )
             self.rlsft_runs.append(branch)

@@ -22,6 +22,8 @@ from sftrl.stats import recovery_interval
 from sftrl.store import read_manifest
 from sftrl.surgery import registry as surgery
 
+NO_RL = "none"  # the coupling table's algorithm of the no-RL twin (SFT after SFT, a control)
+
 # ----------------------------------------------------------------------------- readers
 
 
@@ -214,15 +216,22 @@ class Collector:
         return pd.DataFrame(curves), coupling
 
     def rlsft_curves(self) -> list[dict[str, Any]]:
+        """Reward during SFT after RL; the no-RL twin (SFT after SFT) is algorithm "none"."""
         rows = []
         for art in self.of_stage("rlsft"):
-            rl_params = self.manifests[self.manifests[art["id"]]["parents"]["rl"]]["params"]
+            parents = self.manifests[art["id"]]["parents"]
+            if "rl" in parents:
+                rl_params = self.manifests[parents["rl"]]["params"]
+                algorithm, start_epoch = rl_params["algorithm"], rl_params["start_epoch"]
+            else:
+                algorithm = NO_RL
+                start_epoch = self.manifests[parents["sft"]]["params"]["epochs"][-1]
             for rec in read_jsonl(Path(art["dir"]) / "metrics.jsonl"):
                 rows.append(
                     {
                         "artifact": art["id"],
-                        "algorithm": rl_params["algorithm"],
-                        "start_epoch": float(rl_params["start_epoch"]),
+                        "algorithm": algorithm,
+                        "start_epoch": float(start_epoch),
                         "kind": "reward_during_sft",
                         "step": rec["step"],
                         "value": rec["reward"],
@@ -384,9 +393,11 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
         after = coupling[coupling["kind"] == "reward_during_sft"]
         for (algo, epoch), group in after.groupby(["algorithm", "start_epoch"]):
             group = group.sort_values("step")
+            what = f"{algo} (from epoch {epoch:g})" if algo != NO_RL else f"SFT epoch {epoch:g}"
             lines.append(
-                f"- SFT after {algo} (from epoch {epoch:g}): mean@1 reward "
+                f"- SFT after {what}: mean@1 reward "
                 f"{group['value'].iloc[0]:.3f} -> {group['value'].iloc[-1]:.3f}"
+                + (" (no-RL control)" if algo == NO_RL else "")
             )
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,5 @@
-"""coupling.pdf: SFT loss during RL, and reward during SFT that follows RL."""
+"""coupling.pdf: SFT loss during RL, and reward during SFT that follows RL beside its no-RL
+control (the same extra SFT from the SFT checkpoint)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from matplotlib.ticker import MaxNLocator
 from sftrl.figures.style import (
     ALGO_COLORS,
     ALGO_LINESTYLES,
+    NO_RL,
     FigureInfo,
     algo_colors,
     algo_label,
@@ -80,7 +82,11 @@ def draw(tables: dict, settings: dict) -> tuple[Figure, FigureInfo]:
                     marker=["o", "s", "^", "D"][j % 4],
                     markevery=[0],
                     ms=6,
-                    label=f"{algo_label(algo)} (RL from epoch {fmt_epoch(e)}), then SFT",
+                    label=(
+                        f"{algo_label(algo)} (RL from epoch {fmt_epoch(e)}), then SFT"
+                        if algo != NO_RL
+                        else f"{algo_label(algo)}: more SFT from epoch {fmt_epoch(e)}"
+                    ),
                 )
                 ax.axhline(m["value"].iloc[0], color=r_colors[algo], linestyle=":", linewidth=0.9)
         ax.set_xlabel("SFT update after RL (step)")

@@ -26,6 +26,7 @@ from matplotlib.ticker import Formatter  # noqa: E402
 from sftrl.data import EVAL_SPLITS  # noqa: E402
 from sftrl.surgery.registry import Method  # noqa: E402
 from sftrl.surgery.registry import methods as surgery_methods  # noqa: E402
+from sftrl.tables import NO_RL  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Table contracts: the columns the figures read. A table lacking a REQUIRED column is drawn as
@@ -105,8 +106,8 @@ NUMERIC = {
 # ---------------------------------------------------------------------------------------------
 # Theme: one palette for algorithms, one for splits, used by every figure.
 
-ALGO_COLORS = {"ppo": "#0173b2", "grpo": "#d55e00", "rloo": "#029e73"}
-ALGO_LINESTYLES = {"ppo": "-", "grpo": "--", "rloo": "-."}
+ALGO_COLORS = {"ppo": "#0173b2", "grpo": "#d55e00", "rloo": "#029e73", NO_RL: "#7f7f7f"}
+ALGO_LINESTYLES = {"ppo": "-", "grpo": "--", "rloo": "-.", NO_RL: ":"}
 EXTRA_COLORS = ["#cc78bc", "#ca9161", "#949494", "#56b4e9", "#ece133", "#fbafe4"]
 SPLIT_COLORS = {"id_seen": "#cc78bc", "id_unseen": "#ca9161", "ood": "#222222"}
 SPLIT_LABELS = {"id_seen": "ID seen", "id_unseen": "ID unseen", "ood": "OOD"}
@@ -171,7 +172,7 @@ def algo_colors(algos: list) -> dict:
 
 
 def algo_label(algo) -> str:
-    return str(algo).upper()
+    return "no RL (control)" if algo == NO_RL else str(algo).upper()
 
 
 def split_color(split, i: int = 0) -> str:
