@@ -36,6 +36,7 @@ def test_split_sizes_and_columns(splits):
         "eval_id_seen": 30,
         "eval_id_unseen": 30,
         "eval_ood": 30,
+        "eval_ood_select": 234,
     }
     assert set(rows["sft_train"][0]) == {
         "prompt",
@@ -74,6 +75,24 @@ def test_ood_hands_follow_the_ood_rule(splits):
         assert "J is 11" in row["prompt"]
 
 
+def test_the_ood_peak_is_picked_on_hands_that_are_never_reported(splits):
+    """ood_selection split: eval_ood and eval_ood_select draw from two halves of the OOD value
+    multisets; `reported` (the published code's way) writes no selection split."""
+    rows, summary = splits
+    report = {r["multiset"] for r in rows["eval_ood"]}
+    select = {r["multiset"] for r in rows["eval_ood_select"]}
+    assert report and select and not report & select
+    assert summary["ood_select_in_eval_ood"] == 0
+    assert all(
+        Rule.from_json(r["rule"]).face_values == (11, 12, 13) for r in rows["eval_ood_select"]
+    )
+    published, summary = build_splits(
+        data_artifact(Path("unused"), ood_selection="reported").params
+    )
+    assert "eval_ood_select" not in published and summary["ood_select_in_eval_ood"] is None
+    assert len({r["multiset"] for r in published["eval_ood"]}) > 0
+
+
 def test_solvable_multiset_count_under_the_id_rule():
     assert len(solvable_multisets(Rule.from_config("id"))) == 566
 
@@ -88,7 +107,7 @@ def test_data_stage_twice_gives_identical_files(tmp_path):
         assert manifest["summary"]["unseen_in_training"] == 0
         digests.append({f: meta["sha256"] for f, meta in manifest["files"].items()})
     assert digests[0] == digests[1]
-    assert len(digests[0]) == 6
+    assert len(digests[0]) == 7  # six splits and the OOD selection split
     frame = pd.read_parquet(Path(art.dir) / "eval_ood.parquet")
     assert len(frame) == 30
 

@@ -5,7 +5,12 @@ Splits (parquet, one row per hand; columns in docs/architecture.md):
 - rl_prompts: train-rule prompts for RL;
 - eval_id_seen / eval_id_unseen: train-rule hands whose value multiset is / is not among the
   multisets SFT and RL may train on;
-- eval_ood: hands under the OOD rule.
+- eval_ood: hands under the OOD rule;
+- eval_ood_select (`ood_selection: split`, the default): OOD hands on which the SFT OOD peak
+  (the surgery donor, a spectrum reference) is picked. The OOD value multisets are halved
+  (seeded): eval_ood draws from one half, eval_ood_select from the other, so the reported OOD
+  numbers never come from the hands the pick was made on. `ood_selection: reported` (the
+  published code's way) draws eval_ood from every OOD multiset and picks on it.
 A fraction of the solvable train-rule value multisets is held out ("unseen"): none of them
 appears in sft_train, sft_heldout or rl_prompts. The manifest summary records the overlaps.
 """
@@ -39,7 +44,14 @@ TRAIN_SPLITS = ("sft_train", "sft_heldout", "rl_prompts")
 # Evaluation splits (ID rule on seen / unseen multisets, OOD rule): the one list of them, read by
 # evaluation, tables and figures; their data sets are eval_<split>.parquet.
 EVAL_SPLITS = ("id_seen", "id_unseen", "ood")
-SPLITS = (*TRAIN_SPLITS, *(f"eval_{split}" for split in EVAL_SPLITS))
+SELECT_SPLIT = "ood_select"  # OOD hands the OOD peak is picked on (never reported)
+OOD_SELECTIONS = ("split", "reported")
+SPLITS = (*TRAIN_SPLITS, *(f"eval_{split}" for split in (*EVAL_SPLITS, SELECT_SPLIT)))
+
+
+def peak_split(data_params: dict[str, Any]) -> str:
+    """The evaluation split the SFT OOD peak is picked on (module docstring)."""
+    return SELECT_SPLIT if data_params.get("ood_selection", "split") == "split" else "ood"
 
 
 def rule_from_params(params: dict[str, Any]) -> Rule:
@@ -72,7 +84,7 @@ def solvable_multisets(rule: Rule) -> list[str]:
     return sorted(id_hand_counts(rule))
 
 
-def split_multisets(keys: Sequence[str], fraction: float, seed: int) -> tuple[set, set]:
+def split_multisets(keys: Sequence[str], fraction: float, seed: int | str) -> tuple[set, set]:
     """Seeded (seen, unseen) partition of multiset keys; unseen gets round(fraction * n)."""
     order = sorted(keys)
     random.Random(f"{seed}:unseen").shuffle(order)
@@ -132,6 +144,13 @@ def build_splits(params: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[st
     ood_rule = rule_from_params(params["ood_rule"])
     seed = params["seed"]
     seen, unseen = split_multisets(solvable_multisets(train_rule), params["unseen_fraction"], seed)
+    selecting = peak_split(params) == SELECT_SPLIT
+    # (reported, selection) halves of the OOD multisets; every one is reported without a split
+    ood_report, ood_select = (
+        split_multisets(solvable_multisets(ood_rule), 0.5, f"{seed}:ood-select")
+        if selecting
+        else (None, None)
+    )
 
     def rng(split: str) -> random.Random:
         # one independent, named stream per split: resizing one split leaves the others alone
@@ -144,6 +163,7 @@ def build_splits(params: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[st
         "eval_id_seen": params["eval_hands"],
         "eval_id_unseen": params["eval_hands"],
         "eval_ood": params["eval_hands"],
+        f"eval_{SELECT_SPLIT}": params.get("select_hands", params["eval_hands"]),
     }
     # split -> (rule, which ID multisets it may draw from)
     sources = {
@@ -152,8 +172,10 @@ def build_splits(params: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[st
         "rl_prompts": (train_rule, seen),
         "eval_id_seen": (train_rule, seen),
         "eval_id_unseen": (train_rule, unseen),
-        "eval_ood": (ood_rule, None),
+        "eval_ood": (ood_rule, ood_report),
     }
+    if selecting:
+        sources[f"eval_{SELECT_SPLIT}"] = (ood_rule, ood_select)
     rows = {}
     for split, (rule, allowed) in sources.items():
         keep = allowed.__contains__ if allowed is not None else (lambda _key: True)
@@ -176,6 +198,12 @@ def overlap_summary(rows: dict[str, list[dict]], seen: set, unseen: set) -> dict
         "unseen_in_training": len(train & unseen),
         "eval_id_unseen_in_training": len(multisets["eval_id_unseen"] & train),
         "eval_id_seen_in_training": len(multisets["eval_id_seen"] & train),
+        # the guarantee the selection split exists for: 0 (or None without one)
+        "ood_select_in_eval_ood": (
+            len(multisets[f"eval_{SELECT_SPLIT}"] & multisets["eval_ood"])
+            if f"eval_{SELECT_SPLIT}" in multisets
+            else None
+        ),
     }
 
 
@@ -192,6 +220,8 @@ def run(spec: dict[str, Any]) -> None:
     rows, summary = build_splits(spec["params"])
     if summary["unseen_in_training"] or summary["eval_id_unseen_in_training"]:
         raise RuntimeError(f"held-out multisets leaked into training data: {summary}")
+    if summary["ood_select_in_eval_ood"]:
+        raise RuntimeError(f"OOD selection multisets leaked into eval_ood: {summary}")
     with open_artifact(spec) as art:
         write_splits(rows, Path(art.path))
         art.summary.update(summary)

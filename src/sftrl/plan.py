@@ -13,12 +13,14 @@ parent, so the choice is still a pure function of the parent ids.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sftrl import figures
 from sftrl.config import ConfigError, load_schema
+from sftrl.data import SELECT_SPLIT, peak_split
 from sftrl.distributed import world_size
 from sftrl.store import artifact_id, code_fingerprint, presentation_hash
 from sftrl.surgery.registry import methods as surgery_methods
@@ -176,13 +178,14 @@ class Plan:
             "sft",
             [epoch_name(e) for e in cfg["sft"]["epochs"]],
         )
-        self.evaluate(self.sft)
+        peak_on = peak_split(cfg["data"])  # never the reported hands, unless told (data.py)
+        self.evaluate(self.sft, extra_splits=[peak_on] if peak_on == SELECT_SPLIT else [])
         self.sft_end = self.checkpoint(self.sft, epoch_name(cfg["sft"]["epochs"][-1]))
         self.sft_peak = ModelRef(
             self.sft.id,
             self.sft.dir,
             "sft ood-peak",
-            {"rule": "ood_peak", "eval": self.evals[self.sft.id].id, "split": "ood"},
+            {"rule": "ood_peak", "eval": self.evals[self.sft.id].id, "split": peak_on},
         )
         self._rl()
         self._rlsft()
@@ -254,11 +257,15 @@ class Plan:
             **self._rendering(generates=True),
         }
 
-    def evaluate(self, art: Artifact) -> Artifact:
-        """One evaluation artifact per model artifact, covering each checkpoint in it."""
+    def evaluate(self, art: Artifact, extra_splits: Sequence[str] = ()) -> Artifact:
+        """One evaluation artifact per model artifact, covering each checkpoint in it (and
+        `extra_splits`: the OOD selection split of the SFT checkpoints)."""
+        params = self._eval_params()
+        if extra_splits:
+            params["splits"] = [*params["splits"], *extra_splits]
         ev = self.add(
             "eval",
-            self._eval_params(),
+            params,
             {"model": art.id, "data": self.data.id},
             {"data": self.data.dir, "models": {m: art.model_path(m) for m in art.models}},
             f"eval {art.label}",
