@@ -125,6 +125,16 @@ def test_reference_nll_splits_the_sft_loss(rows, number_tokens):
     face = [v for v, m in zip(scored[0][1], mask, strict=True) if m]
     assert ood["face_tokens"] == len(face) > 0
     assert ood["face"] == pytest.approx(sum(face) / len(face))
+    # the last token of each face number: the number itself, or its units digit
+    last = [v for k, v in enumerate(scored[0][1]) if mask[k] and not mask[k + 1]]
+    assert (
+        ood["face_numbers"]
+        == len(last)
+        == sum(refs[0]["completion"].split().count(n) for n in ("12", "13"))
+    )
+    assert ood["face_last"] == pytest.approx(sum(last) / len(last))
+    if number_tokens == "word":
+        assert ood["face_last"] == pytest.approx(ood["face"])
     assert ood["all"] == pytest.approx(sft_loss(model, tok, refs[:1]), rel=1e-5)
     both = ev.reference_nll(model, tok, rows, batch_size=1)
     assert both["all"] == pytest.approx(sft_loss(model, tok, refs), rel=1e-5)

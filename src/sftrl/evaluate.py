@@ -638,17 +638,20 @@ def reference_nll(
 ) -> dict[str, Any]:
     """The face-token NLL probe on one split's hands: mean NLL per answer token of the solver's
     answers over all tokens (`all`, = the SFT loss), over the tokens of face-only numbers
-    (`face`; None when the split has none, as ID splits) and over the rest (`other`)."""
+    (`face`; None when the split has none, as ID splits), over the last token of each face-only
+    number (`face_last`: the token that settles 11 vs 12 vs 13, the whole number with word
+    tokens, the units digit with digit tokens) and over the rest (`other`)."""
     refs = reference_rows(rows, answer_format)
     scored = completion_token_nll(
         model, tokenizer, refs, batch_size=batch_size, prompt_format=prompt_format
     )
-    face, other = [], []
+    face, face_last, other = [], [], []
     for ref, (answer, nll) in zip(refs, scored, strict=True):
-        for is_face, value in zip(
-            face_token_mask(tokenizer, answer, ref["face_numbers"]), nll, strict=True
-        ):
+        mask = face_token_mask(tokenizer, answer, ref["face_numbers"])
+        for k, (is_face, value) in enumerate(zip(mask, nll, strict=True)):
             (face if is_face else other).append(value)
+            if is_face and not (k + 1 < len(mask) and mask[k + 1]):  # two numbers never touch
+                face_last.append(value)
 
     def mean(values: list[float]) -> float | None:
         return float(np.mean(values)) if values else None
@@ -656,8 +659,10 @@ def reference_nll(
     return {
         "all": mean(face + other),
         "face": mean(face),
+        "face_last": mean(face_last),
         "other": mean(other),
         "face_tokens": len(face),
+        "face_numbers": len(face_last),
         "other_tokens": len(other),
     }
 

@@ -115,6 +115,7 @@ class Collector:
                             # the face-token NLL probe (sftrl.evaluate.reference_nll)
                             "nll_all": _or_nan(nll.get("all")),
                             "nll_face": _or_nan(nll.get("face")),
+                            "nll_face_last": _or_nan(nll.get("face_last")),
                             "nll_other": _or_nan(nll.get("other")),
                         }
                     )
@@ -329,16 +330,19 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
             )
         ood = models[models["split"] == "ood"]
         if "nll_face" in ood and ood["nll_face"].notna().any():
-            nll = ood.groupby("epoch")[["nll_face", "nll_other"]].mean()
+            nll = ood.groupby("epoch")[["nll_face", "nll_face_last", "nll_other"]].mean()
             lines += [
                 "",
                 "## NLL of the solver's OOD answers by SFT epoch (face-card numbers apart)",
                 "",
-                "| epoch | face-number tokens | other tokens |",
-                "|---|---|---|",
+                "| epoch | face-number tokens | their last token | other tokens |",
+                "|---|---|---|---|",
             ]
             for epoch, row in nll.iterrows():
-                lines.append(f"| {epoch:g} | {row['nll_face']:.3f} | {row['nll_other']:.3f} |")
+                lines.append(
+                    f"| {epoch:g} | {row['nll_face']:.3f} | {row['nll_face_last']:.3f} "
+                    f"| {row['nll_other']:.3f} |"
+                )
         rl = ev[(ev["stage"] == "rl") & (ev["checkpoint"] == "final") & (ev["split"] == "ood")]
         if not rl.empty:
             lines += [
