@@ -377,6 +377,9 @@ def test_evaluate_model_and_stage(tmp_path, rows):
     )
     assert list(summary["splits"]) == ["id_seen", "ood"]
     assert summary["decoding"] == params["decoding"]
+    probe = summary["reference_nll"]  # the face-token NLL probe, per split
+    assert list(probe) == ["id_seen", "ood"] and probe["id_seen"]["face"] is None
+    assert probe["ood"]["face_tokens"] > 0 and probe["ood"]["face"] > 0
     assert len(preds) == 6 and set(ev.MULTI_TRY_COLUMNS) <= set(preds.columns)
 
     params = ev.resolve_params(params)

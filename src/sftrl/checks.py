@@ -402,13 +402,15 @@ def unmatched_patterns(patterns: list[str], names: list[str]) -> list[tuple[int,
 
 
 @lru_cache(maxsize=4)
-def tiny_matrix_names(sizes: tuple[tuple[str, int], ...]) -> list[str]:
-    """Names of the 2-D tensors of the tiny model of these `model.tiny` sizes (as sorted items),
-    built on the meta device: no weights are allocated."""
+def tiny_matrix_names(sizes: tuple[tuple[str, int | str], ...]) -> list[str]:
+    """Names of the 2-D tensors of the tiny model of these `model.tiny` settings (as sorted
+    items), built on the meta device: no weights are allocated."""
     import torch
 
     from sftrl.modeling import build_tiny_model, build_tokenizer
 
+    tiny = dict(sizes)
+    tokenizer = build_tokenizer([], number_tokens=tiny.get("number_tokens", "word"))
     with torch.device("meta"):
-        model = build_tiny_model(build_tokenizer([]), **dict(sizes))
+        model = build_tiny_model(tokenizer, **tiny)
     return [name for name, tensor in model.state_dict().items() if tensor.ndim == 2]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -546,6 +547,126 @@ def summarize(
     return {split: summarize_split(df[splits == split], z, max_tries) for split in ordered}
 
 
+# ----------------------------------------------------------------------------- NLL probe
+# Teacher-forced NLL of the solver's answers, face-card number tokens apart (docs/science.md,
+# "Face-token NLL probe"): whether SFT makes the answers OOD needs less likely exactly where
+# the tokens of the OOD face values are.
+
+
+def face_numbers(rule) -> set[int]:
+    """The numbers only a face card can have under `rule`: OOD (J/Q/K = 11/12/13) gives
+    {11, 12, 13}; ID gives none (J/Q/K = 10 is also the card 10)."""
+    from sftrl.game import FACE_LABELS, LABELS, card_values
+
+    plain_cards = [label for label in LABELS if label not in FACE_LABELS]
+    return set(rule.face_values) - set(card_values(plain_cards, rule))
+
+
+def reference_rows(rows, answer_format: str = "spaced") -> list[dict[str, Any]]:
+    """Each hand's prompt and the solver's answer, made as the data stage makes SFT rows
+    (`sftrl.data.make_rows`), with the hand's face-only numbers."""
+    from sftrl.data import make_rows
+    from sftrl.game import Rule
+
+    out = []
+    for row in _records(rows):
+        rule = Rule.from_json(str(row["rule"]))
+        made = make_rows([list(row["cards"])], rule, True, answer_format)[0]
+        out.append(
+            {
+                "prompt": str(row["prompt"]),
+                "completion": made["completion"],
+                "face_numbers": face_numbers(rule),
+            }
+        )
+    return out
+
+
+@torch.no_grad()
+def completion_token_nll(
+    model, tokenizer, rows, *, batch_size: int = 64, prompt_format: str = "raw"
+) -> list[tuple[list[int], list[float]]]:
+    """Per row: (answer token ids, NLL of each) under teacher forcing, EOS included, on the ids
+    SFT trains on (`sftrl.train.sft.encode_row`): their mean over all tokens of all rows is
+    `sftrl.train.sft.sft_loss`."""
+    from sftrl.train.sft import encode_row
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [encode_row(tokenizer, r["prompt"], r["completion"], prompt_format) for r in rows]
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, (ids, _) in enumerate(chunk):  # right padding: positions stay 0..n-1
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        # token t is predicted at position t - 1 (no [batch, length, vocab] copy is made)
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:].to(device), reduction="none"
+        ).cpu()
+        for i, (ids, n_prompt) in enumerate(chunk):
+            out.append((ids[n_prompt:], nll[i, n_prompt - 1 : len(ids) - 1].tolist()))
+    return out
+
+
+def face_token_mask(tokenizer, answer_ids: Sequence[int], numbers: set[int]) -> list[bool]:
+    """Which answer tokens hold characters of a number in `numbers` (a whole-number token
+    "11", or the digits "1" "1" of 11; never the space before it). A token's characters are
+    found by decoding growing prefixes, exact for tokenizers that decode what they encode."""
+    text = _decode(tokenizer, answer_ids)
+    spans = [m.span() for m in re.finditer(r"\d+", text) if int(m.group()) in numbers]
+    mask, start = [], 0
+    for k in range(len(answer_ids)):
+        end = len(_decode(tokenizer, answer_ids[: k + 1]))
+        mask.append(any(s < end and start < e for s, e in spans))
+        start = end
+    return mask
+
+
+def reference_nll(
+    model,
+    tokenizer,
+    rows,
+    *,
+    answer_format: str = "spaced",
+    batch_size: int = 64,
+    prompt_format: str = "raw",
+) -> dict[str, Any]:
+    """The face-token NLL probe on one split's hands: mean NLL per answer token of the solver's
+    answers over all tokens (`all`, = the SFT loss), over the tokens of face-only numbers
+    (`face`; None when the split has none, as ID splits), over the last token of each face-only
+    number (`face_last`: the token that settles 11 vs 12 vs 13, the whole number with word
+    tokens, the units digit with digit tokens) and over the rest (`other`)."""
+    refs = reference_rows(rows, answer_format)
+    scored = completion_token_nll(
+        model, tokenizer, refs, batch_size=batch_size, prompt_format=prompt_format
+    )
+    face, face_last, other = [], [], []
+    for ref, (answer, nll) in zip(refs, scored, strict=True):
+        mask = face_token_mask(tokenizer, answer, ref["face_numbers"])
+        for k, (is_face, value) in enumerate(zip(mask, nll, strict=True)):
+            (face if is_face else other).append(value)
+            if is_face and not (k + 1 < len(mask) and mask[k + 1]):  # two numbers never touch
+                face_last.append(value)
+
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+    return {
+        "all": mean(face + other),
+        "face": mean(face),
+        "face_last": mean(face_last),
+        "other": mean(other),
+        "face_tokens": len(face),
+        "face_numbers": len(face_last),
+        "other_tokens": len(other),
+    }
+
+
 # ----------------------------------------------------------------------------- model-level API
 
 
@@ -723,13 +844,16 @@ def evaluate_model(
     reward_mode: str = "strict",
     prompt_format: str = "raw",
     backend: str = "hf",
+    answer_format: str = "spaced",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Evaluate a saved HF model on ``data_dir/eval_<split>.parquet`` for each split.
 
     Each split is generated on its own (its results do not depend on the other splits listed);
     ``limit`` keeps the first ``limit`` rows of each split. Returns ``(summary, predictions)``:
     ``summary = {"splits": summarize(predictions), "decoding": ..., "multi_try": ...,
-    "batch_size": ..., "limit": ..., "generated_tokens": {split: count}}``.
+    "batch_size": ..., "limit": ..., "generated_tokens": {split: count}, "reference_nll":
+    {split: reference_nll(...)}}`` (the face-token NLL probe; None with the vllm backend, which
+    loads no model here).
     """
     from sftrl.modeling import load_model, load_tokenizer
 
@@ -755,8 +879,17 @@ def evaluate_model(
     else:
         model = load_model(model_dir, dtype=dtype, device=device)
 
-    frames, tokens = [], {}
+    frames, tokens, nll = [], {}, {}
     for split, table in tables.items():
+        if model is not None:
+            nll[split] = reference_nll(
+                model,
+                tokenizer,
+                table,
+                answer_format=answer_format,
+                batch_size=min(batch_size, 16),  # fp32 logits of a 150k vocabulary are big
+                prompt_format=prompt_format,
+            )
         rows = table.assign(split=split, item=np.arange(len(table)))
         df, tokens[split] = evaluate_rows(
             model,
@@ -782,6 +915,7 @@ def evaluate_model(
         "batch_size": int(batch_size),
         "limit": limit,
         "generated_tokens": tokens,
+        "reference_nll": nll if model is not None else None,
     }
     return summary, predictions
 
@@ -818,6 +952,8 @@ def run(spec: Mapping[str, Any]) -> None:
                 reward_mode=params["reward_mode"],
                 prompt_format=chat.prompt_format_of(params),
                 backend=params.get("backend", "hf"),
+                # the plan's copy of data.answer_format (the NLL probe's reference answers)
+                answer_format=params.get("answer_format", "spaced"),
             )
             summaries[checkpoint] = summary
             frames.append(predictions.assign(checkpoint=checkpoint))

@@ -1,9 +1,17 @@
 """Tokenizer, tiny Llama model, and loading of any Hugging Face causal LM.
 
-The tiny model reads the project's space-separated text with a word-level tokenizer: every
-word and every number 0..200 is ONE token, so "11" and "1 1" are different sequences (with digit
-tokens the model cannot tell J=11 from two aces). Saved models are plain HF directories that
-`AutoModelForCausalLM` / `AutoTokenizer` load with no custom code and no network.
+The tiny model reads the project's space-separated text with a word-level tokenizer. How it
+splits numbers is config `model.tiny.number_tokens` (NUMBER_TOKENS):
+
+- `word`: every word and every number 0..200 is ONE token, so the face values 11, 12, 13 are
+  tokens that ID data (J/Q/K = 10) never shows the model;
+- `digits`: numbers are digit sequences, as in Qwen2.5: "11" -> "1" "1", the same digit tokens
+  ID data trains. A space is carried by the token after it, SentencePiece style ("a 11 b" ->
+  "a" "_" "1" "1" "_b", "_" standing for U+2581): a number starts with a lone space token and
+  its digits follow, so "11" and "1 1" stay different sequences and decoding is exact.
+
+Saved models are plain HF directories that `AutoModelForCausalLM` / `AutoTokenizer` load with no
+custom code and no network.
 """
 
 from __future__ import annotations
@@ -42,7 +50,35 @@ def offline() -> bool:
 # ----------------------------------------------------------------------------- tokenizer
 
 
-def tokenizer_vocabulary(texts: Iterable[str], extra_tokens: Iterable[str] = ()) -> list[str]:
+NUMBER_TOKENS = ("word", "digits")  # config model.tiny.number_tokens (module docstring)
+WORD_START = "\u2581"  # digits: the space a token starts with (SentencePiece's "lower one eighth")
+
+
+def check_number_tokens(number_tokens: str) -> str:
+    if number_tokens not in NUMBER_TOKENS:
+        raise ValueError(f"number_tokens must be one of {NUMBER_TOKENS}, got {number_tokens!r}")
+    return number_tokens
+
+
+def pre_tokenizer(number_tokens: str = "word"):
+    """How text is cut into vocabulary pieces before the word-level lookup."""
+    from tokenizers import pre_tokenizers
+
+    if check_number_tokens(number_tokens) == "word":
+        return pre_tokenizers.WhitespaceSplit()
+    return pre_tokenizers.Sequence(
+        [
+            # "a 11 b" -> "a", "_11", "_b": each space kept, on the piece it precedes
+            pre_tokenizers.Metaspace(replacement=WORD_START, prepend_scheme="never", split=True),
+            # "_11" -> "_", "1", "1": digits never share a token with anything
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
+    )
+
+
+def tokenizer_vocabulary(
+    texts: Iterable[str], extra_tokens: Iterable[str] = (), number_tokens: str = "word"
+) -> list[str]:
     """Special tokens first, then the sorted union of every other token we may ever see."""
     from sftrl.game import vocabulary
 
@@ -51,24 +87,40 @@ def tokenizer_vocabulary(texts: Iterable[str], extra_tokens: Iterable[str] = ())
         words.update(text.split())
     words.update(vocabulary())
     words.update(str(n) for n in range(MAX_NUMBER_TOKEN + 1))
+    if check_number_tokens(number_tokens) == "digits":
+        # every word's pieces, first in a text and after a space (the digits 0..9 come from
+        # the numbers above)
+        cut = pre_tokenizer(number_tokens).pre_tokenize_str
+        words = {piece for w in words for text in (w, " " + w) for piece, _ in cut(text)}
     words.difference_update(SPECIAL_TOKENS)
     return list(SPECIAL_TOKENS) + sorted(words)
 
 
 def build_tokenizer(
-    texts: Iterable[str], extra_tokens: Iterable[str] = (), *, padding_side: str = "right"
+    texts: Iterable[str],
+    extra_tokens: Iterable[str] = (),
+    *,
+    number_tokens: str = "word",
+    padding_side: str = "right",
 ):
-    """Word-level tokenizer over whitespace-split text; prepends [BOS] to every encoding.
+    """Word-level tokenizer over whitespace-split text (numbers split as `number_tokens`, see the
+    module docstring); prepends [BOS] to every encoding.
 
     Deterministic: the vocabulary order depends only on the set of tokens. Special tokens are
     registered as added tokens, so "}[EOS]" (TRL appends EOS without a space) splits correctly.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(tokenizer_vocabulary(texts, extra_tokens))}
+    vocab = {
+        tok: i for i, tok in enumerate(tokenizer_vocabulary(texts, extra_tokens, number_tokens))
+    }
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.pre_tokenizer = pre_tokenizer(number_tokens)
+    if number_tokens == "digits":  # the spaces are in the tokens: decoding only glues them
+        core.decoder = decoders.Metaspace(
+            replacement=WORD_START, prepend_scheme="never", split=True
+        )
     # BOS via the post-processor: a prompt's ids are then a prefix of prompt+completion's ids.
     core.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
@@ -83,6 +135,11 @@ def build_tokenizer(
         # The default clean-up glues " ," into "," and breaks the exact round trip.
         clean_up_tokenization_spaces=False,
     )
+
+
+def number_tokens_of(tokenizer) -> str:
+    """`digits` when the tokenizer splits "11" into more than one token, else `word`."""
+    return "digits" if len(tokenizer("11", add_special_tokens=False)["input_ids"]) > 1 else "word"
 
 
 def load_tokenizer(path_or_hub_id: str | Path, *, padding_side: str | None = None):
@@ -110,11 +167,15 @@ def tiny_config(
     num_heads: int,
     intermediate_size: int,
     max_position_embeddings: int,
+    number_tokens: str = "word",
     **extra,
 ):
     """The tiny model's LlamaConfig from the config's `model.tiny` sizes (also what the memory
-    plan counts): untied embeddings, one KV head per attention head."""
+    plan counts): untied embeddings, one KV head per attention head. `number_tokens` is the
+    tokenizer's (`model.tiny` holds it too), not a LlamaConfig field."""
     from transformers import LlamaConfig
+
+    check_number_tokens(number_tokens)
 
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -137,12 +198,23 @@ def build_tiny_model(
     num_heads: int = 4,
     intermediate_size: int = 512,
     max_position_embeddings: int = 256,
+    number_tokens: str | None = None,
     seed: int = 0,
 ):
     """A randomly initialised Llama (LlamaConfig: AutoTokenizer keeps our word-level tokenizer
-    with it, unlike Qwen2). Untied embeddings so every 2-D matrix is its own weight."""
+    with it, unlike Qwen2). Untied embeddings so every 2-D matrix is its own weight.
+
+    `number_tokens` (config `model.tiny.number_tokens`, None: not checked) must be how
+    `tokenizer` splits numbers: the tokenizer is built before the model, and a config asking
+    for digit tokens must never silently get a word-level model."""
     from transformers import LlamaForCausalLM
 
+    if number_tokens is not None and number_tokens_of(tokenizer) != number_tokens:
+        raise ValueError(
+            f"model.tiny.number_tokens = {number_tokens!r} but the tokenizer splits numbers as "
+            f"{number_tokens_of(tokenizer)!r}: build it with "
+            f"build_tokenizer(..., number_tokens={number_tokens!r})"
+        )
     config = tiny_config(
         len(tokenizer),
         hidden_size=hidden_size,

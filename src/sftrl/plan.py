@@ -254,6 +254,8 @@ class Plan:
         return {
             **self.config["eval"],
             "reward_mode": self.config["reward"]["mode"],
+            # the NLL probe scores the solver's answers in the data's format
+            "answer_format": self.config["data"]["answer_format"],
             **self._rendering(generates=True),
         }
 

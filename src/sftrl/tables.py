@@ -48,6 +48,10 @@ def checkpoint_position(stage: str, checkpoint: str, params: dict[str, Any]) -> 
     return {"epoch": epoch, "rl_step": step}
 
 
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 # ----------------------------------------------------------------------------- tables
 
 
@@ -86,7 +90,9 @@ class Collector:
                 self.surgery_setting(model_id) if stage == "surgery" else (None, None)
             )
             for checkpoint, result in summary["models"].items():
+                probe = result.get("reference_nll") or {}  # absent: vllm, or older evals
                 for split, m in result["splits"].items():
+                    nll = probe.get(split) or {}
                     rows.append(
                         {
                             "stage": stage,
@@ -108,6 +114,11 @@ class Collector:
                             "mean_reward": m["mean_reward_at_1"],
                             "number_acc": m["number_accuracy"],
                             "says_ten": m["says_ten_rate"],
+                            # the face-token NLL probe (sftrl.evaluate.reference_nll)
+                            "nll_all": _or_nan(nll.get("all")),
+                            "nll_face": _or_nan(nll.get("face")),
+                            "nll_face_last": _or_nan(nll.get("face_last")),
+                            "nll_other": _or_nan(nll.get("other")),
                         }
                     )
         return pd.DataFrame(rows)
@@ -326,6 +337,21 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
                 f"| {epoch:g} | {_pct(row.get('id_seen'))} | {_pct(row.get('id_unseen'))} "
                 f"| {_pct(row.get('ood'))} |"
             )
+        ood = models[models["split"] == "ood"]
+        if "nll_face" in ood and ood["nll_face"].notna().any():
+            nll = ood.groupby("epoch")[["nll_face", "nll_face_last", "nll_other"]].mean()
+            lines += [
+                "",
+                "## NLL of the solver's OOD answers by SFT epoch (face-card numbers apart)",
+                "",
+                "| epoch | face-number tokens | their last token | other tokens |",
+                "|---|---|---|---|",
+            ]
+            for epoch, row in nll.iterrows():
+                lines.append(
+                    f"| {epoch:g} | {row['nll_face']:.3f} | {row['nll_face_last']:.3f} "
+                    f"| {row['nll_other']:.3f} |"
+                )
         rl = ev[(ev["stage"] == "rl") & (ev["checkpoint"] == "final") & (ev["split"] == "ood")]
         if not rl.empty:
             lines += [
