@@ -12,6 +12,7 @@ from sftrl.config import load_config
 from sftrl.game import RULES, card_values, render_completion, render_prompt, solve
 from sftrl.modeling import build_tiny_model, build_tokenizer
 from sftrl.plan import Plan
+from sftrl.train.sft import completion_token_nll
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = {"code": "fixed", "packages": {}}
@@ -109,7 +110,7 @@ def test_reference_nll_splits_the_sft_loss(rows, number_tokens):
     tok = tokenizer_for(rows, number_tokens)
     model = build_tiny_model(tok, seed=1, **TINY).eval()
     refs = ev.reference_rows(rows)
-    scored = ev.completion_token_nll(model, tok, refs, batch_size=2)
+    scored = completion_token_nll(model, tok, refs, batch_size=2)
     # one row alone, by hand: answer token k is predicted at position n_prompt + k - 1
     from sftrl.train.sft import encode_row
 

@@ -583,36 +583,6 @@ def reference_rows(rows, answer_format: str = "spaced") -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def completion_token_nll(
-    model, tokenizer, rows, *, batch_size: int = 64, prompt_format: str = "raw"
-) -> list[tuple[list[int], list[float]]]:
-    """Per row: (answer token ids, NLL of each) under teacher forcing, EOS included, on the ids
-    SFT trains on (`sftrl.train.sft.encode_row`): their mean over all tokens of all rows is
-    `sftrl.train.sft.sft_loss`."""
-    from sftrl.train.sft import encode_row
-
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [encode_row(tokenizer, r["prompt"], r["completion"], prompt_format) for r in rows]
-    out = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, (ids, _) in enumerate(chunk):  # right padding: positions stay 0..n-1
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            mask[i, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        # token t is predicted at position t - 1 (no [batch, length, vocab] copy is made)
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:].to(device), reduction="none"
-        ).cpu()
-        for i, (ids, n_prompt) in enumerate(chunk):
-            out.append((ids[n_prompt:], nll[i, n_prompt - 1 : len(ids) - 1].tolist()))
-    return out
-
-
 def face_token_mask(tokenizer, answer_ids: Sequence[int], numbers: set[int]) -> list[bool]:
     """Which answer tokens hold characters of a number in `numbers` (a whole-number token
     "11", or the digits "1" "1" of 11; never the space before it). A token's characters are
@@ -641,6 +611,8 @@ def reference_nll(
     (`face`; None when the split has none, as ID splits), over the last token of each face-only
     number (`face_last`: the token that settles 11 vs 12 vs 13, the whole number with word
     tokens, the units digit with digit tokens) and over the rest (`other`)."""
+    from sftrl.train.sft import completion_token_nll
+
     refs = reference_rows(rows, answer_format)
     scored = completion_token_nll(
         model, tokenizer, refs, batch_size=batch_size, prompt_format=prompt_format

@@ -271,7 +271,9 @@ def train_base_model(
         **corpus_options,
     )
     corpus_seconds = time.time() - t0
-    tokenizer = build_tokenizer([*lines, *extra_texts])
+    tokenizer = build_tokenizer(
+        [*lines, *extra_texts], number_tokens=sizes.get("number_tokens", "word")
+    )
     model = build_tiny_model(tokenizer, seed=p.seed, **sizes)
     stats = pretrain(
         model,

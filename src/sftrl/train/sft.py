@@ -100,41 +100,49 @@ def encode_row(tokenizer, prompt: str, completion: str, prompt_format: str = "ra
 
 
 @torch.no_grad()
+def completion_token_nll(
+    model, tokenizer, rows: Sequence[dict], *, batch_size: int = 64, prompt_format: str = "raw"
+) -> list[tuple[list[int], list[float]]]:
+    """Per row ('prompt', 'completion'): (answer token ids, NLL of each) under teacher forcing,
+    EOS included, on the ids SFT trains on (`encode_row`)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [encode_row(tokenizer, r["prompt"], r["completion"], prompt_format) for r in rows]
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, (ids, _) in enumerate(chunk):  # right padding: positions stay 0..n-1
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        # token t is predicted at position t - 1 (no [batch, length, vocab] copy is made)
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:].to(device), reduction="none"
+        ).cpu()
+        for i, (ids, n_prompt) in enumerate(chunk):
+            out.append((ids[n_prompt:], nll[i, n_prompt - 1 : len(ids) - 1].tolist()))
+    model.train(was_training)
+    return out
+
+
 def sft_loss(
     model, tokenizer, rows: Sequence[dict], batch_size: int = 64, prompt_format: str = "raw"
 ) -> float:
     """Mean cross-entropy per completion token (EOS included) over `rows` (dicts with
     'prompt' and 'completion'): the quantity SFT minimises, so RL stages can track it."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    total, count = 0.0, 0
-    encoded = [encode_row(tokenizer, r["prompt"], r["completion"], prompt_format) for r in rows]
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, (ids, n_prompt) in enumerate(chunk):  # right padding: positions stay 0..n-1
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-            mask[i, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        # token t predicts token t+1
-        logits, targets = logits[:, :-1].float(), labels[:, 1:].to(device)
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)),
-            targets.reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
+    values = [
+        value
+        for _, nll in completion_token_nll(
+            model, tokenizer, rows, batch_size=batch_size, prompt_format=prompt_format
         )
-        total += loss.item()
-        count += int((targets != -100).sum())
-    if was_training:
-        model.train()
-    return total / max(count, 1)
+        for value in nll
+    ]
+    return sum(values) / max(len(values), 1)
 
 
 # ----------------------------------------------------------------------------- callbacks
