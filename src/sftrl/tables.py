@@ -267,10 +267,14 @@ class Collector:
             degrees = per_index.assign(
                 angle_u=np.degrees(per_index["angle_u"]), angle_v=np.degrees(per_index["angle_v"])
             )
+            profile = ["angle_u", "angle_v"]
+            if "null_angle_u" in per_index:  # the random-update null (sftrl.spectrum)
+                degrees["null_angle_u"] = np.degrees(per_index["null_angle_u"])
+                profile.append("null_angle_u")
             angles.append(
                 degrees[
                     ["pair", "artifact", "matrix", "layer", "module", "index", "rel_index"]
-                    + ["angle_u", "angle_v"]
+                    + profile
                 ]
             )
             per_layer = pd.read_parquet(Path(art["dir"]) / "per_layer.parquet").rename(
@@ -278,6 +282,8 @@ class Collector:
             )
             per_layer["mean_angle_u"] = np.degrees(per_layer["angle_u_mean"])
             per_layer["mean_angle_v"] = np.degrees(per_layer["angle_v_mean"])
+            if "null_angle_u_mean" in per_layer:  # the random-update null (sftrl.spectrum)
+                per_layer["null_mean_angle_u"] = np.degrees(per_layer["null_angle_u_mean"])
             layers.append(per_layer.assign(pair=pair, artifact=art["id"]))
         return {
             "spectrum_values": pd.concat(values, ignore_index=True) if values else pd.DataFrame(),
@@ -396,14 +402,23 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
             "## Spectra (mean over layers; all 2-D matrices)",
             "",
             "| pair | mean abs. rel. singular-value change | mean top-k principal angle, U (deg) "
-            "| dW energy (full bases): rotation / scaling |",
-            "|---|---|---|---|",
+            "| dW energy (full bases): rotation / scaling | the same for a random update of "
+            "equal norm: angle / rotation / scaling |",
+            "|---|---|---|---|---|",
         ]
         for pair, group in whole:
             rotation, scaling = group["rotation_share"].mean(), group["scaling_share"].mean()
+            null = "-"
+            if "null_share_rotation" in group and group["null_share_rotation"].notna().any():
+                null = (
+                    f"{group['null_mean_angle_u'].mean():.1f} / "
+                    f"{_pct(group['null_share_rotation'].mean())} / "
+                    f"{_pct(group['null_share_scaling'].mean())}"
+                )
             lines.append(
                 f"| {pair} | {_pct(group['sv_rel_mean_abs'].mean())} "
-                f"| {group['mean_angle_u'].mean():.1f} | {_pct(rotation)} / {_pct(scaling)} |"
+                f"| {group['mean_angle_u'].mean():.1f} | {_pct(rotation)} / {_pct(scaling)} "
+                f"| {null} |"
             )
     coupling = tables["coupling"]
     if not coupling.empty:

@@ -69,6 +69,9 @@ def draw(tables: dict, settings: dict) -> tuple[Figure, FigureInfo]:
                 label=pretty_pair(pair),
             )
             ax_a.plot(x, m["angle_v"], color=colors[pair], linestyle="--", marker="o", ms=3)
+            if "null_angle_u" in g and g["null_angle_u"].notna().any():
+                null = g.groupby("bin")["null_angle_u"].mean()
+                ax_a.plot(centres[null.index.to_numpy(int)], null, color=colors[pair], **NULL_STYLE)
         ax_a.set_xlabel(f"relative singular index (index / rank, %, {bins} bins)")
         ax_a.set_ylabel("same-index angle ∠(u_i, u′_i) (degrees)")
         percent_axis(ax_a.xaxis)
@@ -93,21 +96,24 @@ def draw(tables: dict, settings: dict) -> tuple[Figure, FigureInfo]:
         Line2D([], [], color="0.2", linestyle="-", label="solid: U (left vectors) / rotation"),
         Line2D([], [], color="0.2", linestyle="--", label="dashed: V (right vectors)"),
         Line2D([], [], color="0.2", linestyle=":", marker="s", label="dotted: scaling"),
+        Line2D([], [], color="0.2", **NULL_STYLE, label="faint: random update of equal norm"),
     ]
     figure_legend(fig, [ax_a, ax_b, ax_c], extra=key if pairs else None, ncol=3)
     return fig, info
 
 
-# Per-layer panels: (solid column, second column, its line style and marker).
+# Per-layer panels: (solid column, second column, its line style and marker, the null's
+# column: the same diagnostic for a random update of the same norm, sftrl.spectrum).
 _LAYER_COLUMNS = {
-    "mean_angle": ("mean_angle_u", "mean_angle_v", "--", "o"),
-    "share": ("rotation_share", "scaling_share", ":", "s"),
+    "mean_angle": ("mean_angle_u", "mean_angle_v", "--", "o", "null_mean_angle_u"),
+    "share": ("rotation_share", "scaling_share", ":", "s", "null_share_rotation"),
 }
+NULL_STYLE = {"linestyle": (0, (1, 2)), "linewidth": 1.2, "alpha": 0.7}
 
 
 def _by_layer(ax, lay, pairs, colors, info: FigureInfo, title: str, kind: str, ylabel: str):
     """Two per-layer columns per comparison (solid and a second style), mean over matrices."""
-    first, second, style, marker = _LAYER_COLUMNS[kind]
+    first, second, style, marker, null = _LAYER_COLUMNS[kind]
     if lay.empty or lay[[first, second]].isna().all().all():
         info.no_data(ax, title)
         return
@@ -116,6 +122,10 @@ def _by_layer(ax, lay, pairs, colors, info: FigureInfo, title: str, kind: str, y
         g = mean_by(lay[lay["pair"].astype(str) == pair], "layer", [first, second])
         ax.plot(g["layer"], g[first], color=colors[pair], marker="o", label=pretty_pair(pair))
         ax.plot(g["layer"], g[second], color=colors[pair], linestyle=style, marker=marker)
+        sub = lay[lay["pair"].astype(str) == pair]
+        if null in sub and sub[null].notna().any():
+            n = mean_by(sub, "layer", [null])
+            ax.plot(n["layer"], n[null], color=colors[pair], **NULL_STYLE)
     ax.set_xlabel("decoder layer (mean over its matrices)")
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
