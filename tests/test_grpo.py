@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from rl_helpers import TOY_ROWS, first_word_is_a, stage_spec, tiny_game_setup, toy_policy
 
 from sftrl import jobs
@@ -20,12 +19,7 @@ MICRO = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_reward_func_rebuilds_rows_and_logs_success():

@@ -22,12 +22,7 @@ TINY = dict(
 OOD_HAND, ID_HAND = ("K", "2", "Q", "7"), ("A", "5", "5", "5")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def plan(**overrides) -> Plan:

@@ -92,7 +92,7 @@ def test_surgery_labels_read_as_the_config_line():
     """Keys at their schema default (filled in by validation) stay out of a surgery's label, so
     `sftrl plan --find 'uv top=0.2'` finds the config line `{top: 0.2}`; set keys stay in."""
     uv = [{"top": 0.2}, {"top": 1.0, "full_rank": "recipient_values"}]
-    p = plan(surgery={"uv": uv, "reset": [], "interp": []})
+    p = plan(surgery={"uv": uv, "uv_random": [], "reset": [], "interp": []})
     assert [a.label for a in p.stage("surgery")] == [
         "uv top=0.2",
         "uv full_rank=recipient_values top=1.0",

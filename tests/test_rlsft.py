@@ -3,19 +3,12 @@
 import json
 
 import pytest
-import torch
 from rl_helpers import stage_spec, tiny_game_setup
 
 from sftrl import jobs
 from sftrl.train import rlsft
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_rlsft_tracks_reward_and_saves_final(tmp_path):
