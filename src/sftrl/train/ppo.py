@@ -532,7 +532,7 @@ def train_ppo(
     if saved is not None:  # after the reference copy: that stays the start policy
         acc.load_state(str(saved))
         generator.set_state(torch.load(saved / generator_file))
-        rl_common.take(hands, done * p.rollout_batch_size * acc.num_processes)
+        resume.skip(hands, done * p.rollout_batch_size * acc.num_processes)
     elif on_checkpoint is not None and p.sft_loss_every > 0:
         on_checkpoint(0, acc.unwrap_model(actor_critic).policy)  # the start model
     if checkpointer is not None:
