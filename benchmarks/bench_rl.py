@@ -32,23 +32,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_rows(count: int, seed: int) -> list[dict]:
-    from sftrl.game import RULES, render_completion, render_prompt, sample_hand, solve
-    from sftrl.game.rules import card_values
+    """`count` ID-rule hands as the data stage writes them (prompt, completion, cards, rule)."""
+    from sftrl import data
+    from sftrl.game import RULES, sample_hand
 
     rule, rng = RULES["id"], random.Random(seed)
-    rows = []
-    for _ in range(count):
-        cards = list(sample_hand(rng, rule))
-        formula = solve(list(card_values(cards, rule)), rule.target)
-        rows.append(
-            {
-                "prompt": render_prompt(cards, rule),
-                "cards": cards,
-                "rule": rule.to_json(),
-                "completion": render_completion(cards, rule, formula),
-            }
-        )
-    return rows
+    return data.make_rows([sample_hand(rng, rule) for _ in range(count)], rule, True)
 
 
 def per_step(metrics_path: Path) -> dict:

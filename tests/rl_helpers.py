@@ -56,25 +56,14 @@ def tiny_game_setup(root, n_rl: int = 8, n_sft: int = 16):
     base model dir built with the project's tokenizer and model code."""
     import pandas as pd
 
-    from sftrl.game import RULES, card_values, render_completion, render_prompt, sample_hand, solve
+    from sftrl.data import make_rows
+    from sftrl.game import RULES, sample_hand
     from sftrl.modeling import build_tiny_model, build_tokenizer, save_model
 
     rule, rng = RULES["id"], random.Random(0)
 
-    def rows(n):
-        out = []
-        for _ in range(n):
-            cards = list(sample_hand(rng, rule))
-            formula = solve(list(card_values(cards, rule)), rule.target)
-            out.append(
-                {
-                    "prompt": render_prompt(cards, rule),
-                    "cards": cards,
-                    "rule": rule.to_json(),
-                    "completion": render_completion(cards, rule, formula),
-                }
-            )
-        return out
+    def rows(n):  # the data stage's rows (prompt, completion, cards, rule, ...)
+        return make_rows([sample_hand(rng, rule) for _ in range(n)], rule, with_completion=True)
 
     data = root / "data"
     data.mkdir()

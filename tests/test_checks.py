@@ -61,6 +61,8 @@ BAD = [
     ({"game": {"rules": {"ood": {"n_cards": 2, "target": 997}}}}, "game.rules.ood"),
     ({"game": {"rules": {"id": {"n_cards": 2, "min_face_cards": 3}}}}, "game.rules.id"),
     ({"game": {"rules": {"id": {"n_cards": 2, "target": 100}}}}, "game.rules.id"),
+    # an OOD rule of one value multiset cannot be halved into reported and selection hands
+    ({"game": {"rules": {"ood": {"n_cards": 2, "target": 169}}}}, "data.ood_selection"),
     # splits
     ({"eval": {"splits": ["id_seen", "id_unseen"]}}, "eval.splits"),
     ({"eval": {"splits": ["ood", "test"]}}, "eval.splits"),
@@ -109,6 +111,8 @@ def test_hf_depth_read_from_config_json(tmp_path):
 def test_few_distinct_hands_warn_of_duplicates():
     with pytest.warns(ConfigWarning, match="data.eval_hands.*eval_id_unseen"):
         load_config(*MICRO, overrides={"data": {"eval_hands": 5000}})
+    with pytest.warns(ConfigWarning, match="data.select_hands.*eval_ood_select"):
+        load_config(*MICRO, overrides={"data": {"select_hands": 8000}})
     with pytest.warns(ConfigWarning, match="eval.decoding.n"):
         load_config(*MICRO, overrides={"eval": {"decoding": {"n": 4}}})
     with warnings.catch_warnings():

@@ -21,8 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-# The OOD-peak pick (spectrum and surgery donor) reads the SFT evaluation on this split.
-OOD_PEAK_SPLIT = "ood"
+# The reported OOD split: recovery, tables and figures read it.
+OOD_SPLIT = "ood"
 # Solving every hand of a 6-card rule takes minutes: the data stage does it, the plan does not.
 MAX_PLAN_CARDS = 5
 
@@ -222,7 +222,7 @@ def _decoding(config: dict) -> list[str]:
 
 
 def _rules(config: dict) -> list[str]:
-    from sftrl.data import id_hand_counts, split_multisets
+    from sftrl.data import SELECT_SPLIT, id_hand_counts, ood_halves, peak_split, split_multisets
     from sftrl.game import Rule
 
     game, data = config["game"], config["data"]
@@ -257,15 +257,26 @@ def _rules(config: dict) -> list[str]:
             f"config key data.unseen_fraction = {data['unseen_fraction']}: holds out every one "
             f"of the {len(train_counts)} solvable multisets of {train_key}; none left to train on"
         )
+    # split -> (hands it can hold, the key that sizes it)
     pools = {
-        "eval_id_seen": sum(train_counts[k] for k in seen),
-        "eval_id_unseen": sum(train_counts[k] for k in unseen),
-        "eval_ood": sum(ood_counts.values()),
+        "eval_id_seen": (sum(train_counts[k] for k in seen), "eval_hands"),
+        "eval_id_unseen": (sum(train_counts[k] for k in unseen), "eval_hands"),
+        "eval_ood": (sum(ood_counts.values()), "eval_hands"),
     }
-    for split, distinct in pools.items():
-        if distinct < data["eval_hands"]:
+    if peak_split(data) == SELECT_SPLIT:
+        if len(ood_counts) < 2:
+            return [
+                *problems,
+                f"config key data.ood_selection = 'split': game.rules.{game['ood_rule']} deals "
+                f"{len(ood_counts)} solvable value multiset(s); halving them needs >= 2",
+            ]
+        report, select = ood_halves(list(ood_counts), config["seed"])
+        pools["eval_ood"] = (sum(ood_counts[k] for k in report), "eval_hands")
+        pools[f"eval_{SELECT_SPLIT}"] = (sum(ood_counts[k] for k in select), "select_hands")
+    for split, (distinct, key) in pools.items():
+        if distinct < data[key]:
             warnings.warn(
-                f"config key data.eval_hands = {data['eval_hands']}: split {split} can hold "
+                f"config key data.{key} = {data[key]}: split {split} can hold "
                 f"only {distinct} distinct hands, so it will contain duplicates",
                 ConfigWarning,
                 stacklevel=2,
@@ -287,10 +298,11 @@ def _splits(config: dict) -> list[str]:
         problems.append(
             f"config key eval.splits = {requested}: unknown {unknown} (splits: {eval_splits})"
         )
-    if OOD_PEAK_SPLIT not in requested:
+    if OOD_SPLIT not in requested:
         problems.append(
-            f"config key eval.splits = {requested}: must include {OOD_PEAK_SPLIT!r} (the SFT "
-            "OOD-peak checkpoint, donor of surgery and reference of spectra, is picked on it)"
+            f"config key eval.splits = {requested}: must include {OOD_SPLIT!r} (the OOD "
+            "results, surgery recovery and, with data.ood_selection: reported, the OOD-peak "
+            "pick read it)"
         )
     split = config["rlsft"]["reward_split"]
     if split not in SPLITS:

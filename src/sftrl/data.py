@@ -92,6 +92,11 @@ def split_multisets(keys: Sequence[str], fraction: float, seed: int | str) -> tu
     return set(order[n_unseen:]), set(order[:n_unseen])
 
 
+def ood_halves(ood_multisets: Sequence[str], seed: int) -> tuple[set, set]:
+    """(reported, selection) halves of the OOD value multisets (`ood_selection: split`)."""
+    return split_multisets(ood_multisets, 0.5, f"{seed}:ood-select")
+
+
 def draw_hands(
     rng: random.Random, rule: Rule, n: int, keep: Callable[[str], bool], what: str = "hands"
 ) -> list[tuple[str, ...]]:
@@ -147,9 +152,7 @@ def build_splits(params: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[st
     selecting = peak_split(params) == SELECT_SPLIT
     # (reported, selection) halves of the OOD multisets; every one is reported without a split
     ood_report, ood_select = (
-        split_multisets(solvable_multisets(ood_rule), 0.5, f"{seed}:ood-select")
-        if selecting
-        else (None, None)
+        ood_halves(solvable_multisets(ood_rule), seed) if selecting else (None, None)
     )
 
     def rng(split: str) -> random.Random:

@@ -194,10 +194,12 @@ def matrix_diagnostics(
     *,
     bins: int = DEFAULT_BINS,
     dw_top: int = DEFAULT_DW_TOP,
+    ref_svd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Every diagnostic for one pair of matrices (same shape, float dtype, same device).
 
-    ``k`` is an already resolved count (1 <= k <= min(shape)). Returns (scalars, per-index
+    ``k`` is an already resolved count (1 <= k <= min(shape)); ``ref_svd``: ``thin_svd(w_ref)``
+    when the caller has it (the null reuses the reference's). Returns (scalars, per-index
     arrays of length r); see the module docstring for the definitions.
     """
     import numpy as np
@@ -209,7 +211,7 @@ def matrix_diagnostics(
     if not 1 <= k <= rank:
         raise ValueError(f"k = {k} outside [1, {rank}]")
     nan = float("nan")
-    u_b, s_b, v_b = thin_svd(w_ref)
+    u_b, s_b, v_b = ref_svd if ref_svd is not None else thin_svd(w_ref)
     u_t, s_t, v_t = thin_svd(w_tgt)
 
     scalars: dict[str, Any] = {
@@ -448,16 +450,19 @@ def compute_spectrum(
             rows, cols = w_ref.shape
             rank = min(rows, cols)
             kk = resolve_k(k, rank)
-            scalars, arrays = matrix_diagnostics(w_ref, w_tgt, kk, bins=bins, dw_top=dw_top)
+            ref_svd = thin_svd(w_ref)
+            scalars, arrays = matrix_diagnostics(
+                w_ref, w_tgt, kk, bins=bins, dw_top=dw_top, ref_svd=ref_svd
+            )
             if null == "random_update":
                 w_null = w_ref + random_update(w_tgt - w_ref, null_seed, name)
                 null_scalars, null_arrays = matrix_diagnostics(
-                    w_ref, w_null, kk, bins=bins, dw_top=dw_top
+                    w_ref, w_null, kk, bins=bins, dw_top=dw_top, ref_svd=ref_svd
                 )
                 scalars.update((f"null_{c}", null_scalars[c]) for c in NULL_SCALARS)
                 arrays.update((f"null_{c}", null_arrays[c]) for c in NULL_INDEX_COLUMNS)
                 del w_null
-            del w_ref, w_tgt
+            del w_ref, w_tgt, ref_svd
             layer, module = layer_of(name), module_of(name)
             matrix_rows.append(
                 {

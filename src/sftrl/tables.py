@@ -21,16 +21,11 @@ from sftrl.data import EVAL_SPLITS
 from sftrl.stats import recovery_interval
 from sftrl.store import read_manifest
 from sftrl.surgery import registry as surgery
+from sftrl.train.common import read_jsonl
 
 NO_RL = "none"  # the coupling table's algorithm of the no-RL twin (SFT after SFT, a control)
 
 # ----------------------------------------------------------------------------- readers
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def checkpoint_position(stage: str, checkpoint: str, params: dict[str, Any]) -> dict[str, Any]:

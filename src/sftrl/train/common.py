@@ -7,10 +7,10 @@
   params (the schema fills every default; the dataclass defaults only serve direct calls and
   the drift test keeps them equal to the schema);
 - data: `read_rows` of a parquet split;
-- metric logging: `append_jsonl`, one JSON line per record (main process only), each numeric
-  field of a record with a `step` also a TensorBoard scalar `<file stem>/<field>` in the
-  artifact's `tensorboard/` (and, opt-in, a W&B scalar: `start_trackers`); `Progress`, a
-  plain line per interval for SLURM log files;
+- metric logging: `append_jsonl` (`read_jsonl` reads back), one JSON line per record (main
+  process only); each numeric field of a record with a `step` is also a TensorBoard scalar
+  `<file stem>/<field>` in the artifact's `tensorboard/` (and, opt-in, a W&B scalar:
+  `start_trackers`); `Progress`, a plain line per interval for SLURM log files;
 - artifacts: `with_artifact` runs a stage body on every process and writes the artifact (and
   its manifest) once, on the main process; a training stage's is resumable (`train.resume`).
 """
@@ -92,6 +92,14 @@ def append_jsonl(path: str | Path | None, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
     _add_scalars(Path(path), record)
+
+
+def read_jsonl(path: str | Path | None) -> list[dict]:
+    """The records of a JSONL log ([] when there is none): the tables read them, and a resumed
+    job its history up to its checkpoint."""
+    if path is None or not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 _WRITERS: dict[Path, Any] = {}  # one TensorBoard writer per artifact directory

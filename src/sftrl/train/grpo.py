@@ -21,7 +21,14 @@ from pathlib import Path
 
 from sftrl import chat
 from sftrl.train import engine, resume, rl_common
-from sftrl.train.common import Progress, append_jsonl, defaults, stage_params, world_size
+from sftrl.train.common import (
+    Progress,
+    append_jsonl,
+    defaults,
+    read_jsonl,
+    stage_params,
+    world_size,
+)
 
 
 @dataclass(frozen=True)
@@ -224,7 +231,7 @@ def train_grpo(
     dataset = Dataset.from_list(rl_common.take(rl_common.cycle_rows(rows, p.seed), n_rows))
     columns = [c for c in dataset.column_names if c != "prompt"]
     start = resume.latest_trainer_checkpoint(checkpointer)
-    timer: dict = {"history": resume.read_jsonl(out / "metrics.jsonl" if start and out else None)}
+    timer: dict = {"history": read_jsonl(out / "metrics.jsonl" if start and out else None)}
     trainer_cls = GRPOTrainer if p.algorithm == "grpo" else RLOOTrainer
     track = _callback(tokenizer, out, p, on_checkpoint, timer, dist)
     callbacks = [track]

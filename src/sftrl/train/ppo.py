@@ -39,7 +39,7 @@ from torch import nn
 from sftrl import chat
 from sftrl.generation import greedy, left_pad, position_ids, sample_tokens
 from sftrl.train import engine, resume, rl_common
-from sftrl.train.common import Progress, append_jsonl, defaults, stage_params
+from sftrl.train.common import Progress, append_jsonl, defaults, read_jsonl, stage_params
 
 
 @dataclass(frozen=True)
@@ -537,7 +537,7 @@ def train_ppo(
         on_checkpoint(0, acc.unwrap_model(actor_critic).policy)  # the start model
     if checkpointer is not None:
         checkpointer.total = p.steps
-    history = resume.read_jsonl(metrics_path if done else None)
+    history = read_jsonl(metrics_path if done else None)
     progress = Progress("ppo", p.steps)
     for step in range(done + 1, p.steps + 1):
         t0 = time.perf_counter()

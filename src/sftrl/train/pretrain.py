@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sftrl.train import resume
-from sftrl.train.common import Progress, append_jsonl, defaults, stage_params
+from sftrl.train.common import Progress, append_jsonl, defaults, read_jsonl, stage_params
 
 STATE_FILE = "state.pt"  # an in-job checkpoint: weights, optimizer, torch RNG, tokens so far
 
@@ -156,7 +156,7 @@ def pretrain(
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         n_tokens = state["tokens"]
-        losses = [r["loss"] for r in resume.read_jsonl(log_path)]
+        losses = [r["loss"] for r in read_jsonl(log_path)]
         resume.skip(stream, done)
     if checkpointer is not None:
         checkpointer.total = steps

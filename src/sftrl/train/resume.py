@@ -142,18 +142,19 @@ def leave_warning_signal_to_jobs() -> None:
 # ----------------------------------------------------------------------------- the job's side
 
 
-def _all_ranks_any(flag: bool) -> bool:
-    """True on every process if it is True on any (one decision per step for all ranks)."""
+def _all_ranks_any(*flags: bool) -> list[bool]:
+    """Each flag True on every process if it is True on any (one decision per step for all
+    ranks), in one all-reduce."""
     import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0])
+        return list(flags)
+    value = torch.tensor([1.0 if flag else 0.0 for flag in flags])
     if dist.get_backend() == "nccl":
         value = value.cuda()
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return [bool(v) for v in value.tolist()]
 
 
 def _barrier() -> None:
@@ -217,12 +218,9 @@ class Checkpointer:
             for path in self.directory.glob(f"{PREFIX}*"):
                 if path not in keep:
                     shutil.rmtree(path, ignore_errors=True)
-            if done:
-                cut_back(self.work, json.loads((done[-1][1] / STATE_NAME).read_text())["files"])
-            else:
-                for rel in file_sizes(self.work):  # a start over: nothing from an earlier try
-                    (self.work / rel).unlink()
-                cut_back(self.work, {})
+            # back to the checkpoint's files, or to none on a start over
+            state = json.loads((done[-1][1] / STATE_NAME).read_text()) if done else {"files": {}}
+            cut_back(self.work, state["files"])
         _barrier()
         self.restored = done[-1] if done else (0, None)
         if done:
@@ -237,8 +235,8 @@ class Checkpointer:
         by_steps = self.every.every_steps > 0 and step % self.every.every_steps == 0
         minutes = self.every.every_minutes
         by_time = minutes > 0 and time.monotonic() - self._last >= 60 * minutes
-        self.stopping = _all_ranks_any(self._signalled is not None)
-        return self.stopping or _all_ranks_any(by_steps or by_time)
+        self.stopping, scheduled = _all_ranks_any(self._signalled is not None, by_steps or by_time)
+        return self.stopping or scheduled
 
     def commit(self, step: int) -> None:
         """Mark `path(step)` complete (after every process wrote its part) and prune."""
@@ -261,12 +259,12 @@ class Checkpointer:
             raise Preempted(f"stopped on a signal after a checkpoint in {self.directory}")
 
 
-def checkpointer(spec: dict, work: Path | None, total: int | None = None) -> Checkpointer:
+def checkpointer(spec: dict, work: Path | None) -> Checkpointer:
     """The job's checkpointer: `_resume/` of its resumable work dir, settings from the spec."""
     from sftrl.store import RESUME_STATE_DIR, resumable_dir
 
     directory = resumable_dir(spec["root"], spec["stage"], spec["id"]) / RESUME_STATE_DIR
-    return Checkpointer(directory, work, settings(spec), total)
+    return Checkpointer(directory, work, settings(spec))
 
 
 # ----------------------------------------------------------------------------- HF Trainer
@@ -274,10 +272,9 @@ def checkpointer(spec: dict, work: Path | None, total: int | None = None) -> Che
 
 def trainer_arguments(ckpt: Checkpointer | None, scratch: str) -> dict[str, Any]:
     """`TrainingArguments` fields: the Trainer writes its checkpoints into `_resume/` when our
-    callback asks (`should_save`), keeping the newest two."""
-    if ckpt is None:
-        return {"output_dir": scratch, "save_strategy": "no"}
-    return {"output_dir": str(ckpt.directory), "save_strategy": "no", "save_total_limit": KEEP}
+    callback asks (`should_save`); `Checkpointer.commit` prunes them (it knows which are
+    complete)."""
+    return {"output_dir": str(ckpt.directory) if ckpt else scratch, "save_strategy": "no"}
 
 
 def trainer_callback(ckpt: Checkpointer, aligned: Callable[[int], bool] = lambda step: True):
@@ -311,13 +308,6 @@ def finish_trainer(ckpt: Checkpointer | None) -> None:
     """After `Trainer.train` returned: raise `Preempted` if it stopped on a signal."""
     if ckpt is not None:
         ckpt.stop_if_requested()
-
-
-def read_jsonl(path: Path | None) -> list[dict]:
-    """The records a resumed job wrote before its checkpoint (its in-memory history)."""
-    if path is None or not Path(path).is_file():
-        return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def skip(iterator: Iterable, n: int) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from sftrl.train.common import append_jsonl, read_rows, with_artifact
+from sftrl.train.common import append_jsonl, read_jsonl, read_rows, with_artifact
 
 REWARD_KINDS = ("published", "success")
 
@@ -170,8 +170,6 @@ def sft_loss_probe(
         data_dir, out_dir, p.sft_loss_rows, p.sft_loss_batch_size, p.prompt_format
     )
     if resumed:
-        from sftrl.train.resume import read_jsonl
-
         probe.history = read_jsonl(probe.path)
     elif base_model is not None:
         with whole_model_loading():  # a plain model outside the engine, even under ZeRO-3

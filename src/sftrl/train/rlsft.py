@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sftrl.train import resume, rl_common
-from sftrl.train.common import append_jsonl, defaults, read_rows, stage_params, with_artifact
+from sftrl.train.common import (
+    append_jsonl,
+    defaults,
+    read_jsonl,
+    read_rows,
+    stage_params,
+    with_artifact,
+)
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ def train_rlsft(
     )
     heldout = data / "sft_heldout.parquet"
     resumed = checkpointer is not None and checkpointer.restore()[0] > 0
-    history = resume.read_jsonl(Path(out_dir) / "metrics.jsonl" if resumed and out_dir else None)
+    history = read_jsonl(Path(out_dir) / "metrics.jsonl" if resumed and out_dir else None)
     tokenizer = load_tokenizer(model_dir, padding_side="right")
 
     def measure(model):
