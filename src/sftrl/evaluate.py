@@ -582,7 +582,6 @@ def reference_rows(rows, answer_format: str = "spaced") -> list[dict[str, Any]]:
     return out
 
 
-@torch.no_grad()
 def face_token_mask(tokenizer, answer_ids: Sequence[int], numbers: set[int]) -> list[bool]:
     """Which answer tokens hold characters of a number in `numbers` (a whole-number token
     "11", or the digits "1" "1" of 11; never the space before it). A token's characters are
