@@ -111,3 +111,31 @@ def test_sft_after_rl_has_its_no_rl_twin():
     assert twin.parents["sft"] == p.sft.id and twin.inputs["start_model"] == p.sft_end.path
     others = [a for a in runs if "rl" in a.parents]
     assert all(a.params == twin.params for a in others)  # the same SFT: only the start differs
+
+
+def test_seeds_replicate_every_chain_on_one_data_artifact():
+    one, three = plan(), plan(seeds=[0, 1, 2])
+    assert len(three.stage("data")) == 1 and ids(one, "data") == ids(three, "data")
+    # the seed-0 chain is today's single chain, id for id
+    assert set(one.artifacts) - {one.tables.id} <= set(three.artifacts)
+    for stage in ("pretrain", "sft", "rlsft", "spectrum", "surgery"):
+        assert len(three.stage(stage)) == 3 * len(one.stage(stage)), stage
+    assert len(three.stage("rl")) == 3 * len(one.stage("rl"))
+    # RL seeds: the replicate's seed plus the rl.seeds offset; each run reads its own chain
+    for chain in three.chains:
+        assert {r.params["seed"] for r in chain.rl_runs} == {chain.seed}
+        assert {r.parents["sft"] for r in chain.rl_runs} == {chain.sft.id}
+        assert chain.sft.params["seed"] == chain.seed
+        assert all(r.replicate == chain.seed for r in chain.rl_runs)
+    listed = three.tables.inputs["artifacts"]
+    assert {a["replicate"] for a in listed} == {0, 1, 2}
+    assert len(three.tables.inputs["base_models"]) == 3
+
+
+def test_seeds_must_be_distinct():
+    import pytest
+
+    from sftrl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="seeds"):
+        plan(seeds=[1, 1])

@@ -99,3 +99,29 @@ def test_recovery_interval_degenerate_and_errors():
         recovery_interval([1, 0], [1, 0, 1], [0, 1])
     res = recovery_interval([1, 0], [0, 0, 0], [1, 1, 1, 1], paired=False, n_boot=50)
     assert res["estimate"] == pytest.approx(0.5)
+
+
+def test_replicated_interval_covers_seeds_and_hands():
+    from sftrl.stats import replicated_interval
+
+    rng = np.random.default_rng(0)
+    hands = 234
+
+    def rep(after_rate):
+        return {
+            "after": (rng.random(hands) < after_rate).astype(float),
+            "recipient": (rng.random(hands) < 0.05).astype(float),
+            "donor": (rng.random(hands) < 0.25).astype(float),
+        }
+
+    alike = replicated_interval([rep(0.15) for _ in range(3)], n_boot=500)
+    apart = replicated_interval([rep(r) for r in (0.05, 0.15, 0.30)], n_boot=500)
+    assert alike["replicates"] == 3
+    assert alike["recipient"] < alike["after"] < alike["donor"]
+    # seeds that disagree widen the interval beyond what the hands alone give
+    width = lambda s: s["after_high"] - s["after_low"]  # noqa: E731
+    assert width(apart) > 1.5 * width(alike)
+    assert apart["recovery_low"] < apart["recovery"] < apart["recovery_high"]
+    assert apart["diff"] == pytest.approx(apart["after"] - apart["recipient"])
+    single = replicated_interval([rep(0.15)], n_boot=500)
+    assert single["replicates"] == 1 and single["after_low"] < single["after_high"]

@@ -405,7 +405,7 @@ def test_layer_specs_go_through_tables_and_figures(tmp_path: Path, pair: tuple[P
     donor, recipient = pair
     root = tmp_path / "results"
     sft = _artifact(root, "sft", {"kind": "stand-in"}, {}, {}, lambda path: None)
-    base_eval = _artifact(root, "eval", {}, {"model": "hf:base"}, {}, _eval_files({"model": 0.25}))
+    _artifact(root, "eval", {}, {"model": "hf:base"}, {}, _eval_files({"model": 0.25}))
     sft_eval = _artifact(
         root, "eval", {}, {"model": sft}, {}, _eval_files({donor.name: 0.75, recipient.name: 0.25})
     )
@@ -421,7 +421,7 @@ def test_layer_specs_go_through_tables_and_figures(tmp_path: Path, pair: tuple[P
         listed += [{"stage": "surgery", "id": spec["id"]}, {"stage": "eval", "id": ev}]
     for art in listed:
         art |= {"dir": str(root / art["stage"] / art["id"]), "label": art["stage"]}
-    collected = tables.collect(listed, str(root / "eval" / base_eval))
+    collected = tables.collect(listed, {"0": "hf:base"})
     recovery = collected["recovery"][collected["recovery"]["split"] == "ood"]
     assert sorted(zip(recovery["setting"], recovery["fraction"], strict=True)) == [
         ("layers=0,2-3", 0.75),

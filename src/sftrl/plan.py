@@ -46,6 +46,7 @@ class Artifact:
     label: str  # human name for tables and figures, e.g. "sft epoch-2"
     models: list[str] = field(default_factory=list)  # model sub-directories it will hold
     root: str = "results"
+    replicate: int | None = None  # the seed of the chain it belongs to (None: data, tables)
 
     @property
     def dir(self) -> str:
@@ -80,6 +81,23 @@ class ModelRef:
 
     def as_param(self) -> dict[str, Any]:
         return {"label": self.label, "select": self.select}
+
+
+@dataclass
+class Chain:
+    """One replicate's models: what every later stage of that seed starts from."""
+
+    seed: int
+    base: ModelRef
+    sft: Artifact
+    sft_end: ModelRef
+    sft_peak: ModelRef
+    rl_runs: list[Artifact] = field(default_factory=list)
+
+
+def replicate_seeds(config: dict[str, Any]) -> list[int]:
+    """The replicates' seeds: `seeds`, or the one `seed` (which always seeds the data)."""
+    return list(config.get("seeds") or [config["seed"]])
 
 
 class Plan:
@@ -120,7 +138,9 @@ class Plan:
         # JSON round trip: tuples become lists, exactly as the job will see them.
         params = json.loads(json.dumps(params))
         art_id = artifact_id(stage, params, parents, self.fingerprint)
-        art = Artifact(stage, art_id, params, parents, inputs, label, models or [], self.root)
+        art = Artifact(
+            stage, art_id, params, parents, inputs, label, models or [], self.root, self.replicate
+        )
         if art_id not in self.artifacts:
             self.artifacts[art_id] = art
             self.by_stage.setdefault(stage, []).append(art)
@@ -142,6 +162,7 @@ class Plan:
     # -- the graph -----------------------------------------------------------------------
     def _build(self) -> None:
         cfg = self.config
+        self.replicate: int | None = None
         self.data = self.add(
             "data",
             {
@@ -154,44 +175,65 @@ class Plan:
             {},
             "data",
         )
-        self.base = self._base_model()
         self.evals: dict[str, Artifact] = {}
-        if self.base.key.startswith("hf:"):
-            self.evaluate_external(self.base)
-        else:
-            self.evaluate(self.artifacts[self.base.key])
-
-        sft_params = self._training(
-            "sft",
-            {
-                **cfg["sft"],
-                "seed": cfg["seed"],
-                "model": self._model_params(),
-                **self._rendering(),
-            },
+        self.rl_runs: list[Artifact] = []
+        self.rlsft_runs: list[Artifact] = []
+        self.spectra: list[Artifact] = []
+        self.surgeries: list[Artifact] = []
+        self.chains = [self._chain(seed) for seed in replicate_seeds(cfg)]
+        self.replicate = None
+        # the first replicate's models, by name (tests, the memory check, `sftrl plan`)
+        first = self.chains[0]
+        self.base, self.sft, self.sft_end, self.sft_peak = (
+            first.base,
+            first.sft,
+            first.sft_end,
+            first.sft_peak,
         )
-        self.sft = self.add(
+        self._tables()
+
+    def _chain(self, seed: int) -> Chain:
+        """One replicate: pre-training (or the external model), SFT, RL, RL -> SFT, spectra and
+        surgery, every stage seeded with `seed`, on the one data artifact (the hands are the
+        design of the experiment, the seeds its replication)."""
+        cfg = self.config
+        self.replicate = seed
+        base = self._base_model(seed)
+        if base.key.startswith("hf:"):
+            if base.key not in self.evals:
+                self.evaluate_external(base)
+        else:
+            self.evaluate(self.artifacts[base.key])
+        sft = self.add(
             "sft",
-            sft_params,
-            {"data": self.data.id, "base": self.base.key},
-            {"data": self.data.dir, "base_model": self.base.path},
+            self._training(
+                "sft",
+                {**cfg["sft"], "seed": seed, "model": self._model_params(), **self._rendering()},
+            ),
+            {"data": self.data.id, "base": base.key},
+            {"data": self.data.dir, "base_model": base.path},
             "sft",
             [epoch_name(e) for e in cfg["sft"]["epochs"]],
         )
         peak_on = peak_split(cfg["data"])  # never the reported hands, unless told (data.py)
-        self.evaluate(self.sft, extra_splits=[peak_on] if peak_on == SELECT_SPLIT else [])
-        self.sft_end = self.checkpoint(self.sft, epoch_name(cfg["sft"]["epochs"][-1]))
-        self.sft_peak = ModelRef(
-            self.sft.id,
-            self.sft.dir,
-            "sft ood-peak",
-            {"rule": "ood_peak", "eval": self.evals[self.sft.id].id, "split": peak_on},
+        self.evaluate(sft, extra_splits=[peak_on] if peak_on == SELECT_SPLIT else [])
+        chain = Chain(
+            seed,
+            base,
+            sft,
+            self.checkpoint(sft, epoch_name(cfg["sft"]["epochs"][-1])),
+            ModelRef(
+                sft.id,
+                sft.dir,
+                "sft ood-peak",
+                {"rule": "ood_peak", "eval": self.evals[sft.id].id, "split": peak_on},
+            ),
         )
-        self._rl()
-        self._rlsft()
-        self._spectra()
-        self._surgery()
-        self._tables()
+        self._rl(chain)
+        self._rlsft(chain)
+        self._spectra(chain)
+        self._surgery(chain)
+        return chain
 
     def _training(self, stage: str, params: dict[str, Any]) -> dict[str, Any]:
         """A training stage's params with what the number of processes changes: the world
@@ -220,7 +262,7 @@ class Plan:
         model = self.config["model"]
         return {"source": model["source"], "dtype": model["dtype"]}
 
-    def _base_model(self) -> ModelRef:
+    def _base_model(self, seed: int) -> ModelRef:
         model = self.config["model"]
         if model["source"] == "hf" and model["text_only"]:  # models, #11: sftrl.mllama
             convert = self.add(
@@ -238,7 +280,7 @@ class Plan:
             "pretrain",
             self._training(
                 "pretrain",
-                {**self.config["pretrain"], "seed": self.config["seed"], "model": model["tiny"]},
+                {**self.config["pretrain"], "seed": seed, "model": model["tiny"]},
             ),
             {"data": self.data.id},
             {"data": self.data.dir},
@@ -286,13 +328,13 @@ class Plan:
         self.evals[ref.key] = ev
         return ev
 
-    def _rl(self) -> None:
+    def _rl(self, chain: Chain) -> None:
         rl = self.config["rl"]
         starts = rl["start_epochs"] or self.config["sft"]["epochs"]
-        self.rl_runs: list[Artifact] = []
         for algorithm in rl["algorithms"]:
             algo_params = rl[algorithm]
-            for seed in rl["seeds"]:
+            for offset in rl["seeds"]:
+                seed = chain.seed + offset  # rl.seeds: RL repeats within one replicate
                 for epoch in starts:
                     start = epoch_name(epoch)
                     run = self.add(
@@ -310,31 +352,31 @@ class Plan:
                                 **self._rendering(generates=algorithm != "ppo"),
                             },
                         ),
-                        {"data": self.data.id, "sft": self.sft.id, "base": self.base.key},
+                        {"data": self.data.id, "sft": chain.sft.id, "base": chain.base.key},
                         {
                             "data": self.data.dir,
-                            "start_model": self.sft.model_path(start),
-                            "base_model": self.base.path,
+                            "start_model": chain.sft.model_path(start),
+                            "base_model": chain.base.path,
                         },
                         f"{algorithm} from {start} seed {seed}",
                         rl_checkpoints(algo_params),
                     )
                     self.rl_runs.append(run)
+                    chain.rl_runs.append(run)
                     self.evaluate(run)
 
-    def _rlsft(self) -> None:
+    def _rlsft(self, chain: Chain) -> None:
         """SFT after each RL run from the last SFT epoch, and its no-RL twin: the same extra
         SFT from the SFT checkpoint itself (the control of claim 2 of arXiv 2601.07389: more
         SFT may lower the reward with no RL before it)."""
         cfg = self.config["rlsft"]
-        self.rlsft_runs: list[Artifact] = []
         if not cfg.get("enabled", True):
             return
         params = self._training(
             "rlsft",
             {
                 **cfg,
-                "seed": self.config["seed"],
+                "seed": chain.seed,
                 "model": self._model_params(),
                 "reward_mode": self.config["reward"]["mode"],
                 **self._rendering(),
@@ -343,13 +385,13 @@ class Plan:
         start_epoch = self.config["sft"]["epochs"][-1]
         starts = [
             ({"rl": run.id}, run.model_path("final"), run.label)
-            for run in self.rl_runs
+            for run in chain.rl_runs
             if run.params["start_epoch"] == start_epoch
-            and run.params["seed"] == self.config["rl"]["seeds"][0]
+            and run.params["seed"] == chain.seed + self.config["rl"]["seeds"][0]
         ]
         if starts:
             starts.append(
-                ({"sft": self.sft.id}, self.sft_end.path, f"no rl ({self.sft_end.label})")
+                ({"sft": chain.sft.id}, chain.sft_end.path, f"no rl ({chain.sft_end.label})")
             )
         for parent, start_model, label in starts:
             branch = self.add(
@@ -363,18 +405,18 @@ class Plan:
             self.rlsft_runs.append(branch)
             self.evaluate(branch)
 
-    def _spectra(self) -> None:
+    def _spectra(self, chain: Chain) -> None:
         cfg = self.config["spectrum"]
         pairs: list[tuple[ModelRef, ModelRef]] = []
         for epoch in self.config["sft"]["epochs"]:
-            pairs.append((self.base, self.checkpoint(self.sft, epoch_name(epoch))))
-        pairs.append((self.sft_peak, self.sft_end))
-        for run in self.rl_runs:
+            pairs.append((chain.base, self.checkpoint(chain.sft, epoch_name(epoch))))
+        pairs.append((chain.sft_peak, chain.sft_end))
+        for run in chain.rl_runs:
             if run.params["start"] == epoch_name(self.config["sft"]["epochs"][-1]):
                 final = self.checkpoint(run, "final")
-                pairs.append((self.sft_end, final))
-                pairs.append((self.base, final))
-        self.spectra = [self._pair("spectrum", cfg, ref, tgt) for ref, tgt in pairs]
+                pairs.append((chain.sft_end, final))
+                pairs.append((chain.base, final))
+        self.spectra += [self._pair("spectrum", cfg, ref, tgt) for ref, tgt in pairs]
 
     def _pair(
         self,
@@ -401,17 +443,16 @@ class Plan:
         }
         return self.add(stage, full, parents, inputs, label or f"{a.label} -> {b.label}", models)
 
-    def _surgery(self) -> None:
+    def _surgery(self, chain: Chain) -> None:
         cfg = self.config["surgery"]
-        self.surgeries: list[Artifact] = []
         for method in surgery_methods():
             defaults = surgery_defaults(method)
             for entry in cfg[method]:
                 art = self._pair(
                     "surgery",
                     {"method": method, **entry},
-                    self.sft_peak,
-                    self.sft_end,
+                    chain.sft_peak,
+                    chain.sft_end,
                     roles=("donor", "recipient"),
                     label=f"{method} {surgery_label(entry, defaults)}",
                     models=["model"],
@@ -428,9 +469,16 @@ class Plan:
             {f"{a.stage}/{a.id}": a.id for a in measured},
             {
                 "artifacts": [
-                    {"stage": a.stage, "id": a.id, "dir": a.dir, "label": a.label} for a in measured
+                    {
+                        "stage": a.stage,
+                        "id": a.id,
+                        "dir": a.dir,
+                        "label": a.label,
+                        "replicate": a.replicate,
+                    }
+                    for a in measured
                 ],
-                "base_eval": self.evals[self.base.key].dir,
+                "base_models": {str(c.seed): c.base.key for c in self.chains},
             },
             "tables",
         )

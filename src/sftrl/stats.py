@@ -37,6 +37,7 @@ __all__ = [
     "proportion",
     "recovery",
     "recovery_interval",
+    "replicated_interval",
 ]
 
 
@@ -164,4 +165,71 @@ def recovery_interval(
         "seed": int(seed),
         "paired": bool(paired),
         "method": "percentile bootstrap over items",
+    }
+
+
+def replicated_interval(
+    replicates: Sequence[dict[str, np.ndarray]],
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Across-replicate means of ``after``, ``after - recipient`` and the recovery, with a
+    two-level percentile bootstrap: replicates (seeds) drawn with replacement, then items
+    (hands) drawn within each, paired across the three models of that replicate.
+
+    ``replicates`` holds one ``{"after", "recipient", "donor"}`` dict of aligned per-item
+    outcomes per seed. Rates are means over a replicate's items, then over replicates; the
+    recovery is the ratio of those means. One replicate gives the item bootstrap alone.
+    """
+    reps = [
+        {k: _as_outcomes(r[k], f"replicate {i} {k}") for k in ("after", "recipient", "donor")}
+        for i, r in enumerate(replicates)
+    ]
+    if not reps:
+        raise ValueError("need at least one replicate")
+    rng = np.random.default_rng(seed)
+    boot = np.empty((n_boot, 3))
+    for b in range(n_boot):
+        chosen = rng.integers(0, len(reps), size=len(reps)) if len(reps) > 1 else [0]
+        sums = np.zeros(3)
+        for i in chosen:
+            rep = reps[i]
+            idx = rng.integers(0, rep["after"].size, size=rep["after"].size)
+            sums += [rep[k][idx].mean() for k in ("after", "recipient", "donor")]
+        boot[b] = sums / len(chosen)
+    a_b, r_b, d_b = boot.T
+    gap_b = d_b - r_b
+    valid = gap_b != 0
+    tail = (1.0 - level) / 2.0
+
+    def interval(values: np.ndarray) -> tuple[float | None, float | None]:
+        if values.size < 2:
+            return None, None
+        low, high = np.quantile(values, [tail, 1.0 - tail])
+        return float(low), float(high)
+
+    a_m, r_m, d_m = (
+        float(np.mean([rep[k].mean() for rep in reps])) for k in ("after", "recipient", "donor")
+    )
+    estimate = recovery(a_m, r_m, d_m)
+    after_low, after_high = interval(a_b)
+    diff_low, diff_high = interval(a_b - r_b)
+    rec_low, rec_high = interval((a_b[valid] - r_b[valid]) / gap_b[valid])
+    return {
+        "replicates": len(reps),
+        "after": a_m,
+        "after_low": after_low,
+        "after_high": after_high,
+        "recipient": r_m,
+        "donor": d_m,
+        "diff": a_m - r_m,
+        "diff_low": diff_low,
+        "diff_high": diff_high,
+        "recovery": None if math.isnan(estimate) else estimate,
+        "recovery_low": rec_low,
+        "recovery_high": rec_high,
+        "n_valid": int(valid.sum()),
+        "method": "two-level percentile bootstrap: seeds, then hands (paired)",
     }

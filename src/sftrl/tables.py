@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sftrl.data import EVAL_SPLITS
-from sftrl.stats import recovery_interval
+from sftrl.data import EVAL_SPLITS, SELECT_SPLIT
+from sftrl.stats import recovery_interval, replicated_interval
 from sftrl.store import read_manifest
 from sftrl.surgery import registry as surgery
 from sftrl.train.common import read_jsonl
@@ -51,13 +51,68 @@ def _or_nan(value: float | None) -> float:
 
 
 class Collector:
-    def __init__(self, artifacts: list[dict[str, Any]], base_eval: str):
+    def __init__(self, artifacts: list[dict[str, Any]], base_models: dict[str, str]):
         self.artifacts = artifacts
         self.manifests = {a["id"]: read_manifest(a["dir"]) for a in artifacts}
         self.info = {a["id"]: a for a in artifacts}
-        base_manifest = read_manifest(base_eval)
-        self.base_model_id = base_manifest["parents"]["model"]
-        self.base_eval_id = base_manifest["id"]
+        self.base_model_ids = set(base_models.values())  # one per replicate (or one hf model)
+        # (kind, treatment, start epoch, split) -> per-replicate outcomes, for `pooled`
+        self.outcomes: list[tuple[tuple, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def eval_of(self) -> dict[str, str]:
+        """Model artifact id -> the id of its evaluation."""
+        return {self.manifests[a["id"]]["parents"]["model"]: a["id"] for a in self.of_stage("eval")}
+
+    def rl_outcomes(self) -> None:
+        """Per RL run and split: final RL (after), its SFT start (recipient) and the SFT OOD
+        peak (donor, picked on the selection split when there is one: never on these hands)."""
+        from sftrl.jobs import select_checkpoint
+
+        eval_of = self.eval_of()
+        for art in self.of_stage("rl"):
+            manifest = self.manifests[art["id"]]
+            params = manifest["params"]
+            sft_eval = eval_of[manifest["parents"]["sft"]]
+            summary = json.loads((Path(self.info[sft_eval]["dir"]) / "summary.json").read_text())
+            splits = next(iter(summary["models"].values()))["splits"]
+            peak_on = SELECT_SPLIT if SELECT_SPLIT in splits else "ood"
+            peak = select_checkpoint(
+                {"rule": "ood_peak", "split": peak_on}, self.info[sft_eval]["dir"]
+            )
+            for split in EVAL_SPLITS:
+                after = self.predictions(eval_of[art["id"]], "final", split)
+                r = self.predictions(sft_eval, params["start"], split)
+                d = self.predictions(sft_eval, peak, split)
+                key = ("rl", params["algorithm"], float(params["start_epoch"]), split)
+                self.outcomes.append((key, after, r, d))
+
+    def pooled(self) -> pd.DataFrame:
+        """One row per treatment (RL algorithm and start epoch, or surgery setting) and split,
+        over every replicate: mean success after, the change from the recipient, and the
+        share of the lost success recovered, each with a seeds-then-hands bootstrap interval
+        (sftrl.stats.replicated_interval)."""
+        groups: dict[tuple, list[dict[str, np.ndarray]]] = {}
+        for key, after, r, d in self.outcomes:
+            if after.size and after.size == r.size == d.size:
+                groups.setdefault(key, []).append({"after": after, "recipient": r, "donor": d})
+        rows = []
+        for (kind, treatment, start_epoch, split), reps in groups.items():
+            stats = replicated_interval(reps, seed=0)
+            stats.pop("method")
+            rows.append(
+                {
+                    "kind": kind,
+                    "treatment": treatment,
+                    "start_epoch": start_epoch,
+                    "split": split,
+                    **{k: _nan(v) for k, v in stats.items()},
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def replicate(self, art_id: str) -> int | None:
+        """The seed of the chain an artifact belongs to (tables written before: None)."""
+        return self.info[art_id].get("replicate")
 
     def of_stage(self, stage: str) -> list[dict[str, Any]]:
         return [a for a in self.artifacts if a["stage"] == stage]
@@ -69,7 +124,7 @@ class Collector:
         return surgery.setting(self.manifests[surgery_id]["params"], config["num_hidden_layers"])
 
     def model_stage(self, model_id: str) -> tuple[str, dict[str, Any], str]:
-        if model_id == self.base_model_id:
+        if model_id in self.base_model_ids:
             return "base", {}, "base"
         info = self.info[model_id]
         return info["stage"], self.manifests[model_id]["params"], info["label"]
@@ -93,6 +148,7 @@ class Collector:
                             "stage": stage,
                             "artifact": manifest["parents"]["model"],
                             "eval": art["id"],
+                            "replicate": self.replicate(art["id"]),
                             "label": label,
                             "checkpoint": checkpoint,
                             **checkpoint_position(stage, checkpoint, params),
@@ -126,9 +182,7 @@ class Collector:
     def recovery(self) -> pd.DataFrame:
         """(surgery - recipient) / (donor - recipient) per split, paired bootstrap interval."""
         rows = []
-        eval_of = {
-            self.manifests[a["id"]]["parents"]["model"]: a["id"] for a in self.of_stage("eval")
-        }
+        eval_of = self.eval_of()
         for art in self.of_stage("surgery"):
             manifest = self.manifests[art["id"]]
             params = manifest["params"]
@@ -141,9 +195,13 @@ class Collector:
                 r = self.predictions(sft_eval, recipient, split)
                 d = self.predictions(sft_eval, donor, split)
                 rec = recovery_interval(after, r, d, seed=0)
+                self.outcomes.append(
+                    (("surgery", f"{params['method']} {setting}", math.nan, split), after, r, d)
+                )
                 rows.append(
                     {
                         "artifact": art["id"],
+                        "replicate": self.replicate(art["id"]),
                         "method": params["method"],
                         "setting": setting,
                         "fraction": fraction,
@@ -167,6 +225,7 @@ class Collector:
                 train.append(
                     {
                         "artifact": art["id"],
+                        "replicate": self.replicate(art["id"]),
                         "step": rec["step"],
                         "epoch": rec.get("epoch"),
                         "train_loss": rec["loss"],
@@ -176,6 +235,7 @@ class Collector:
                 heldout.append(
                     {
                         "artifact": art["id"],
+                        "replicate": self.replicate(art["id"]),
                         "epoch": rec["epoch"],
                         "heldout_loss": rec["heldout_loss"],
                     }
@@ -188,6 +248,7 @@ class Collector:
             params = self.manifests[art["id"]]["params"]
             key = {
                 "artifact": art["id"],
+                "replicate": self.replicate(art["id"]),
                 "algorithm": params["algorithm"],
                 "start_epoch": float(params["start_epoch"]),
                 "seed": params["seed"],
@@ -236,6 +297,7 @@ class Collector:
                 rows.append(
                     {
                         "artifact": art["id"],
+                        "replicate": self.replicate(art["id"]),
                         "algorithm": algorithm,
                         "start_epoch": float(start_epoch),
                         "kind": "reward_during_sft",
@@ -252,10 +314,13 @@ class Collector:
         for art in self.of_stage("spectrum"):
             pair = art["label"]
             per_index = pd.read_parquet(Path(art["dir"]) / "per_index.parquet")
-            per_index = per_index.assign(pair=pair, artifact=art["id"])
+            per_index = per_index.assign(
+                pair=pair, artifact=art["id"], replicate=self.replicate(art["id"])
+            )
             values.append(
                 per_index[
-                    ["pair", "artifact", "matrix", "layer", "module", "index", "s_ref", "s_tgt"]
+                    ["pair", "artifact", "replicate", "matrix", "layer", "module", "index"]
+                    + ["s_ref", "s_tgt"]
                 ]
             )
             # spectrum tables hold radians; figures and the summary speak degrees
@@ -268,8 +333,8 @@ class Collector:
                 profile.append("null_angle_u")
             angles.append(
                 degrees[
-                    ["pair", "artifact", "matrix", "layer", "module", "index", "rel_index"]
-                    + profile
+                    ["pair", "artifact", "replicate", "matrix", "layer", "module", "index"]
+                    + ["rel_index", *profile]
                 ]
             )
             per_layer = pd.read_parquet(Path(art["dir"]) / "per_layer.parquet").rename(
@@ -279,7 +344,9 @@ class Collector:
             per_layer["mean_angle_v"] = np.degrees(per_layer["angle_v_mean"])
             if "null_angle_u_mean" in per_layer:  # the random-update null (sftrl.spectrum)
                 per_layer["null_mean_angle_u"] = np.degrees(per_layer["null_angle_u_mean"])
-            layers.append(per_layer.assign(pair=pair, artifact=art["id"]))
+            layers.append(
+                per_layer.assign(pair=pair, artifact=art["id"], replicate=self.replicate(art["id"]))
+            )
         return {
             "spectrum_values": pd.concat(values, ignore_index=True) if values else pd.DataFrame(),
             "spectrum_angles": pd.concat(angles, ignore_index=True) if angles else pd.DataFrame(),
@@ -298,13 +365,18 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def collect(artifacts: list[dict[str, Any]], base_eval: str) -> dict[str, pd.DataFrame]:
-    c = Collector(artifacts, base_eval)
+def collect(
+    artifacts: list[dict[str, Any]], base_models: dict[str, str]
+) -> dict[str, pd.DataFrame]:
+    c = Collector(artifacts, base_models)
     sft_curve, sft_heldout = c.sft_curves()
     rl_curves, coupling = c.rl_curves()
+    recovery = c.recovery()
+    c.rl_outcomes()
     return {
         "evals": c.evals(),
-        "recovery": c.recovery(),
+        "recovery": recovery,
+        "pooled": c.pooled(),
         "sft_curve": sft_curve,
         "sft_heldout": sft_heldout,
         "rl_curves": rl_curves,
@@ -369,6 +441,35 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
                     f"| {row['epoch']:g} | {row['algorithm']} | {int(row['seed'])} "
                     f"| {_pct(before)} | {_pct(row['success'])} |"
                 )
+    pooled = tables.get("pooled", pd.DataFrame())
+    if not pooled.empty:
+        ood = pooled[pooled["split"] == "ood"].sort_values(["kind", "start_epoch", "treatment"])
+        lines += [
+            "",
+            "## OOD across replicates (mean; 95% interval over seeds, then hands)",
+            "",
+            "Recipient: the SFT checkpoint treated (RL: its start; surgery: the SFT end); donor:"
+            " the SFT OOD peak (picked on the selection split when there is one).",
+            "",
+            "| treatment | start epoch | seeds | recipient | donor | after [95%] "
+            "| change [95%] | share of lost OOD recovered [95%] |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for _, row in ood.iterrows():
+            epoch = "-" if math.isnan(row["start_epoch"]) else f"{row['start_epoch']:g}"
+            share = (
+                "undefined (no loss to recover)"
+                if math.isnan(row["recovery"])
+                else f"{row['recovery']:.2f} [{row['recovery_low']:.2f}, "
+                f"{row['recovery_high']:.2f}]"
+            )
+            lines.append(
+                f"| {row['kind']} {row['treatment']} | {epoch} | {int(row['replicates'])} "
+                f"| {_pct(row['recipient'])} | {_pct(row['donor'])} "
+                f"| {_pct(row['after'])} [{_pct(row['after_low'])}, {_pct(row['after_high'])}] "
+                f"| {100 * row['diff']:+.1f} [{100 * row['diff_low']:+.1f}, "
+                f"{100 * row['diff_high']:+.1f}] pp | {share} |"
+            )
     rec = tables["recovery"]
     if not rec.empty:
         ood = rec[rec["split"] == "ood"]
@@ -441,7 +542,7 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
 def run(spec: dict[str, Any]) -> None:
     from sftrl.store import open_artifact
 
-    tables = collect(spec["inputs"]["artifacts"], spec["inputs"]["base_eval"])
+    tables = collect(spec["inputs"]["artifacts"], spec["inputs"]["base_models"])
     with open_artifact(spec) as art:
         for name, frame in tables.items():
             frame.to_parquet(Path(art.path) / f"{name}.parquet", index=False)

@@ -33,7 +33,7 @@ from sftrl.figures.style import (
     with_x,
 )
 
-TABLES = ("evals", "recovery")
+TABLES = ("evals", "recovery", "pooled")
 
 
 def _final_rl(rl: pd.DataFrame) -> pd.DataFrame:
@@ -45,11 +45,34 @@ def _final_rl(rl: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts) if parts else rl.iloc[0:0]
 
 
-def _panel_rl_from_sft(ax, evals: pd.DataFrame, split: str, info: FigureInfo, title: str) -> None:
+def _across_seeds(rl: pd.DataFrame, pooled: pd.DataFrame, split: str) -> pd.DataFrame:
+    """RL finals as one point per (algorithm, start epoch): the across-replicate mean with its
+    seeds-then-hands interval (the pooled table), where there is more than one replicate."""
+    rows = pooled[equals(pooled, "kind", "rl") & equals(pooled, "split", split)]
+    if rows.empty or rows["replicates"].max() < 2:
+        return rl
+    return pd.DataFrame(
+        {
+            "algorithm": rows["treatment"],
+            "epoch": rows["start_epoch"],
+            "success": rows["after"],
+            "ci_low": rows["after_low"],
+            "ci_high": rows["after_high"],
+            "replicates": rows["replicates"],
+        }
+    )
+
+
+def _panel_rl_from_sft(
+    ax, evals: pd.DataFrame, pooled: pd.DataFrame, split: str, info: FigureInfo, title: str
+) -> None:
     rows = epoch0(evals[equals(evals, "split", split)])
     sft = rows[rows["stage"].isin(["base", "sft"]) & rows["epoch"].notna()]
     rl = _final_rl(rows[equals(rows, "stage", "rl") & rows["epoch"].notna()])
     rl = rl[rl["success"].notna()]
+    per_seed = rl
+    rl = _across_seeds(rl, pooled, split)
+    seeds = int(rl["replicates"].max()) if "replicates" in rl else 1
     if sft.empty and rl.empty:
         info.no_data(ax, title)
         return
@@ -89,6 +112,18 @@ def _panel_rl_from_sft(ax, evals: pd.DataFrame, split: str, info: FigureInfo, ti
         info.use(sub)
         offset = (i - (len(algos) - 1) / 2) * 0.2 * spacing
         x = sub["epoch"].to_numpy(float) + offset
+        if seeds > 1:  # every replicate's own point, faint, beside the mean
+            own = per_seed[equals(per_seed, "algorithm", algo)]
+            info.use(own)
+            ax.plot(
+                own["epoch"].to_numpy(float) + offset + 0.04 * spacing,
+                own["success"],
+                linestyle="none",
+                marker=".",
+                ms=4,
+                color=matplotlib.colors.to_rgba(colors[algo], 0.45),
+                zorder=2,
+            )
         for xi, start, end in zip(x, sub["epoch"], sub["success"], strict=True):
             near = [e for e in at_epoch if abs(e - start) < 1e-6]
             if near:
@@ -118,7 +153,12 @@ def _panel_rl_from_sft(ax, evals: pd.DataFrame, split: str, info: FigureInfo, ti
             elinewidth=1.0,
             ms=5,
             zorder=3,
-            label=f"{algo_label(algo)} from SFT epoch (arrow: SFT → RL final)",
+            label=f"{algo_label(algo)} from SFT epoch (arrow: SFT → RL final"
+            + (
+                f"; mean of {seeds} seeds, 95% over seeds and hands; dots: seeds)"
+                if seeds > 1
+                else ")"
+            ),
         )
     ax.set_xlabel("SFT epoch (0 = base model; RL drawn at its start epoch)")
     ax.set_ylabel(f"{name} success (%)")
@@ -194,8 +234,9 @@ def draw(tables: dict, settings: dict) -> tuple[Figure, FigureInfo]:
     evals = contract_table(tables, "evals")
     rec = contract_table(tables, "recovery")
     rec = rec[equals(rec, "split", split)]
+    pooled = contract_table(tables, "pooled")
     name = SPLIT_LABELS.get(split, split)
-    _panel_rl_from_sft(axes[0], evals, split, info, f"A  {name} success: SFT, then RL")
+    _panel_rl_from_sft(axes[0], evals, pooled, split, info, f"A  {name} success: SFT, then RL")
     for ax, letter, methods in zip(axes[1:], "BCDEFG", panels.values(), strict=False):
         _panel_recovery(
             ax,

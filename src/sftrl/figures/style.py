@@ -34,11 +34,11 @@ from sftrl.tables import NO_RL  # noqa: E402
 
 TABLE_COLUMNS: dict[str, list[str]] = {
     "evals": [
-        "stage", "artifact", "checkpoint", "epoch", "algorithm", "rl_step", "method",
-        "setting", "fraction", "split", "success", "ci_low", "ci_high",
+        "stage", "artifact", "replicate", "checkpoint", "epoch", "algorithm", "rl_step",
+        "method", "setting", "fraction", "split", "success", "ci_low", "ci_high",
     ],
     "recovery": [
-        "method", "setting", "fraction", "split", "success", "donor_success",
+        "replicate", "method", "setting", "fraction", "split", "success", "donor_success",
         "recipient_success", "recovery", "recovery_low", "recovery_high",
     ],
     "sft_curve": ["step", "epoch", "train_loss"],
@@ -47,6 +47,11 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     "coupling": ["kind", "algorithm", "start_epoch", "step", "value", "ref_base", "ref_start"],
     "spectrum_values": ["pair", "matrix", "layer", "module", "index", "s_ref", "s_tgt"],
     "spectrum_angles": ["pair", "matrix", "layer", "module", "rel_index", "angle_u", "angle_v"],
+    "pooled": [
+        "kind", "treatment", "start_epoch", "split", "replicates", "after", "after_low",
+        "after_high", "recipient", "donor", "diff", "diff_low", "diff_high", "recovery",
+        "recovery_low", "recovery_high",
+    ],
     "spectrum_layers": [
         "pair", "layer", "module", "mean_angle_u", "mean_angle_v", "rotation_share",
         "scaling_share",
@@ -62,11 +67,13 @@ REQUIRED: dict[str, list[str]] = {
     "spectrum_values": ["pair", "matrix", "index", "s_ref", "s_tgt"],
     "spectrum_angles": ["pair", "rel_index", "angle_u", "angle_v"],
     "spectrum_layers": ["pair", "layer"],
+    "pooled": ["kind", "treatment", "split", "after"],
 }
 
 NUMERIC = {
     "epoch",
     "seed",
+    "replicate",
     "rl_step",
     "fraction",
     "success",
