@@ -95,3 +95,10 @@ def test_bad_reward_mode_and_answer_format_name_their_keys():
         validate_config({"data": {"answer_format": "pretty"}})
     config = validate_config({})
     assert (config["reward"]["mode"], config["data"]["answer_format"]) == ("strict", "spaced")
+
+
+def test_multi_turn_ppo_must_fit_the_tiny_context():
+    with pytest.raises(ConfigError, match="rl.ppo.max_tries = 5.*max_position_embeddings"):
+        load_config(ROOT / "config.yaml", overrides={"rl": {"ppo": {"max_tries": 5}}})
+    fits = {"rl": {"ppo": {"max_tries": 5}}, "model": {"tiny": {"max_position_embeddings": 512}}}
+    assert load_config(ROOT / "config.yaml", overrides=fits)["rl"]["ppo"]["max_tries"] == 5

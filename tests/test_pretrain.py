@@ -238,3 +238,85 @@ def test_digit_tokens_pretrain(tmp_path, monkeypatch):
     assert modeling.number_tokens_of(tok) == "digits" and summary["vocab_size"] == len(tok)
     assert tok.convert_ids_to_tokens(tok("13", add_special_tokens=False)["input_ids"]) == ["1", "3"]
     modeling.load_model(tmp_path / "model", device="cpu")
+
+
+# ----------------------------------------------------------------------------- feedback turns
+
+FEEDBACK = "You failed this trial because"
+
+
+def test_feedback_fraction_0_is_the_old_corpus():
+    import hashlib
+
+    lines = generate_corpus(3000, 0, exclude_id_multisets=HELD_OUT, targets=TARGETS)
+    # the corpus the code made before feedback transcripts existed (same seed and options)
+    assert hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16] == "7a053a2810340660"
+    explicit = generate_corpus(
+        3000, 0, exclude_id_multisets=HELD_OUT, targets=TARGETS, feedback_fraction=0.0
+    )
+    assert explicit == lines and not any(FEEDBACK in line for line in lines)
+
+
+def test_feedback_transcripts_render_as_evaluation_multi_try_does():
+    import pandas as pd
+
+    from sftrl.corpus import CorpusSampler, feedback_line, feedback_messages
+    from sftrl.evaluate import multi_try_verify
+    from sftrl.game import render_completion, render_prompt, score
+
+    sampler = CorpusSampler(0, targets=TARGETS)
+    rule = sampler.rule(18)
+    cards, values, formula = sampler.hand(rule, 18)
+    wrong = [sampler.wrong_formula(values, rule, formula) for _ in range(3)]
+    answers = [render_completion(cards, rule, f) for f in [*wrong, formula]]
+    row = {"prompt": render_prompt(cards, rule), "cards": list(cards), "rule": rule.to_json()}
+    asked = []
+
+    def respond(prompts):
+        asked.extend(prompts)
+        return [answers[len(asked) - 1]]
+
+    df = multi_try_verify(respond, pd.DataFrame([row]), max_tries=5)
+    assert df["solved_at"].tolist() == [4]  # three wrong answers, then the right one
+    line = feedback_line(cards, rule, wrong, formula)
+    assert line == asked[-1] + " " + answers[-1]  # the last context + the right answer
+    assert line.count(FEEDBACK) == 3 and all(p in line for p in asked)
+    turns = feedback_messages(cards, rule, wrong, formula)
+    assert [t["role"] for t in turns] == ["user"] + ["assistant", "user"] * 3 + ["assistant"]
+    assert all(not score(a, list(cards), rule).success for a in answers[:3])
+
+
+def test_feedback_lines_in_the_corpus(corpus):
+    lines = generate_corpus(
+        400,
+        1,
+        exclude_id_multisets=HELD_OUT,
+        targets=TARGETS,
+        verbose_fraction=0.5,
+        feedback_fraction=0.5,
+        feedback_max_wrong=3,
+    )
+    transcripts = [line for line in lines if FEEDBACK in line]
+    assert 50 < len(transcripts) < 150  # ~ 400 x 0.5 x 0.5
+    counts = {line.count(FEEDBACK) for line in transcripts}
+    assert counts == {1, 2, 3}
+    for line in transcripts:
+        assert line.startswith(VERBOSE) and target_of(line) != 24  # reserved target: never
+        last = line.rsplit(" . ", 1)[1]  # the answer after the last feedback turn
+        formula = re.search(r'"formula" : " (.*) = \d+ "', last).group(1)
+        assert evaluate_formula(formula).value == target_of(line)
+
+
+def test_transcripts_must_fit_max_length():
+    from sftrl.train.pretrain import check_line_lengths
+
+    lines = generate_corpus(
+        60, 0, targets=[24, 10], verbose_fraction=1.0, feedback_fraction=1.0, feedback_max_wrong=2
+    )
+    tok = build_tokenizer(lines)
+    with pytest.raises(ValueError, match="pretrain.max_length"):
+        check_line_lengths(tok, lines, 160, 256)
+    with pytest.raises(ValueError, match="model.tiny.max_position_embeddings"):
+        check_line_lengths(tok, lines, 1000, 180)
+    check_line_lengths(tok, lines, 1000, 1000)
+    check_line_lengths(tok, generate_corpus(60, 0, targets=[24, 10]), 160, 256)  # no transcripts

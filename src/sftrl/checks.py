@@ -46,9 +46,25 @@ def plan_problems(config: dict[str, Any]) -> list[str]:
         _layers,
         _modules,
         _reporters,
+        _multi_try_context,
     ):
         problems += check(config)
     return problems
+
+
+def _multi_try_context(config: dict) -> list[str]:
+    """Multi-try transcripts (PPO episodes, 5-try evaluation) must fit the tiny model."""
+    from sftrl.config import ConfigError
+    from sftrl.train.rl_common import check_multi_try_context
+
+    tries = config["rl"]["ppo"].get("max_tries", 1)
+    if tries == 1 and not config["eval"]["multi_try"]["enabled"]:
+        return []
+    try:
+        check_multi_try_context(config)
+    except ConfigError as err:
+        return [str(err)]
+    return []
 
 
 def _reporters(config: dict) -> list[str]:

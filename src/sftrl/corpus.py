@@ -9,6 +9,8 @@ J/Q/K=11/12/13, or random face values) and one of four formats:
     solve     target 18 | numbers 2 13 2 12 | formula 13 + 2 + 2 / 2 ... = 18
     full      cards ... | rule ... | target 24 | numbers ... | formula ... = 24
     verbose   render_prompt(...) render_completion(...)   (the SFT/eval format)
+    feedback  a verbose line as a multi-try transcript (option feedback_fraction): prompt,
+              wrong answer, "You failed this trial because <reason> .", ..., correct answer
 
 Two exclusions keep the evaluation honest:
 - verbose lines never use the reserved target (24): "verbose format + target 24" is what SFT
@@ -37,6 +39,10 @@ DEFAULT_CORPUS: dict = {
     "reserved_target": 24,  # the SFT/eval target
     "reserved_target_fraction": 0.9,  # share of compact solve/full lines that use it
     "verbose_fraction": 0.15,  # lines in the SFT/eval format (other targets only)
+    # share of verbose lines written as multi-try transcripts (1..feedback_max_wrong wrong
+    # answers with the verifier's feedback, then the right one); 0: the corpus is unchanged
+    "feedback_fraction": 0.0,
+    "feedback_max_wrong": 1,
     "format_weights": {"mapping": 0.25, "solve": 1.5, "full": 1.0},
     "rule_weights": {"id": 1.0, "ood": 1.5, "random": 1.0},
     "random_face_range": [1, 13],  # face values of the "random" rules
@@ -82,6 +88,31 @@ def verbose_line(cards, rule, formula: str) -> str:
     prompt = render_prompt(cards, rule)
     completion = render_completion(cards, rule, formula)
     return " ".join((prompt.strip(), completion.strip()))
+
+
+def feedback_messages(cards, rule, wrong: list[str], formula: str) -> list[dict[str, str]]:
+    """The multi-try conversation of one hand: the prompt, each wrong answer followed by the
+    verifier's feedback on it (`sftrl.game.score`'s reason, `render_feedback`), then the right
+    answer: the turns `sftrl.evaluate.multi_try_verify` builds from a model's answers."""
+    from sftrl import chat
+    from sftrl.game import render_completion, render_feedback, render_prompt, score
+
+    turns = [chat.user(render_prompt(cards, rule))]
+    for lhs in wrong:
+        answer = render_completion(cards, rule, lhs)
+        verdict = score(answer, list(cards), rule)
+        if verdict.success:
+            raise ValueError(f"wrong answer {lhs!r} solves {list(cards)}")
+        turns += [chat.assistant(answer), chat.user(render_feedback(answer, verdict.reason))]
+    return turns + [chat.assistant(render_completion(cards, rule, formula))]
+
+
+def feedback_line(cards, rule, wrong: list[str], formula: str) -> str:
+    """A transcript as text, rendered by `sftrl.chat` in the raw format as evaluation renders
+    multi-try prompts (the corpus's tokenizer adds BOS, pre-training appends EOS)."""
+    from sftrl import chat
+
+    return chat.render_prompt(None, feedback_messages(cards, rule, wrong, formula), chat.RAW)
 
 
 class CorpusSampler:
@@ -176,6 +207,32 @@ class CorpusSampler:
         found = self.tables[key].get(tuple(sorted(values)))
         return found[0] if found else None
 
+    def wrong_formula(self, values, rule, formula: str) -> str:
+        """A plausible wrong answer's formula: a solution of the same cards for another target
+        other than the reserved one (when one exists and a coin says so), else the right formula
+        with one number changed (a misread card). Never a solution."""
+        from sftrl.game import evaluate_formula, format_formula
+
+        # never the reserved target: no solution for it in the verbose format (see above)
+        others = [t for t in self.opt["targets"] if t not in (rule.target, self.reserved)]
+        if others and self.rng.random() < 0.5:
+            other = self.rng.choice(others)
+            found = self.solution(values, other, rule.n_cards)
+            if found is not None:
+                return found
+        words = format_formula(formula).split()
+        spots = [i for i, w in enumerate(words) if w.isdigit()]
+        for _ in range(100):
+            i = self.rng.choice(spots)
+            new = self.rng.randint(1, self.max_value)
+            if new == int(words[i]):
+                continue
+            lhs = " ".join(words[:i] + [str(new)] + words[i + 1 :])
+            result = evaluate_formula(lhs)
+            if result.value != rule.target or result.error:
+                return lhs
+        raise ValueError(f"no wrong formula near {formula!r}")
+
     def line(self) -> str:
         verbose = self.rng.random() < self.opt["verbose_fraction"]
         fmt = "verbose" if verbose else self._choice(self.opt["format_weights"])
@@ -183,6 +240,12 @@ class CorpusSampler:
         rule = self.rule(target if target is not None else self.reserved)
         cards, values, formula = self.hand(rule, target)
         if fmt == "verbose":
+            if self.opt["feedback_fraction"] > 0 and (
+                self.rng.random() < self.opt["feedback_fraction"]
+            ):
+                n_wrong = self.rng.randint(1, self.opt["feedback_max_wrong"])
+                wrong = [self.wrong_formula(values, rule, formula) for _ in range(n_wrong)]
+                return feedback_line(cards, rule, wrong, formula)
             return verbose_line(cards, rule, formula)
         return compact_line(fmt, cards, values, rule, target, formula)
 
@@ -192,7 +255,8 @@ def generate_corpus(
 ) -> list[str]:
     """`n_lines` corpus lines, deterministic in (seed, options, exclusions).
     Options (defaults in DEFAULT_CORPUS): targets, reserved_target, reserved_target_fraction,
-    verbose_fraction, format_weights, rule_weights, random_face_range, rules, random_base.
+    verbose_fraction, feedback_fraction, feedback_max_wrong, format_weights, rule_weights,
+    random_face_range, rules, random_base.
     Card counts, face values and min_face_cards come from each rule."""
     sampler = CorpusSampler(seed, exclude_id_multisets=exclude_id_multisets, **options)
     return [sampler.line() for _ in range(n_lines)]

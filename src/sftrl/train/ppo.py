@@ -14,6 +14,29 @@ Two granularities (param `granularity`):
   that predicts token t (t = 0: the last prompt token, the paper's placement), GAE runs over
   the tokens with the sparse terminal reward. Per token, gamma 0.9 discounts the start of a
   40-token answer by 0.9^40: use gamma 1.0 there.
+Multi-turn episodes (param `max_tries`, default 1 = one graded attempt): as in the published
+environment (verify_iter 5), an episode is up to `max_tries` attempts at one hand. After a
+failed attempt the conversation grows by the answer (an assistant turn) and the verifier's
+`render_feedback(answer, verdict.reason)` (a user turn), rendered by `sftrl.chat` exactly as
+`sftrl.evaluate.multi_try_verify` renders its 5-try transcripts, and the next attempt answers
+that whole context; an episode stops at its first success. Each attempt is one action
+("sequence" granularity only) with its own reward; V is the value head at the last token of the
+attempt's context; GAE runs over the attempts of an episode (gamma, lam; the last attempt is
+terminal). The reference environment also gives one more step past the budget a reward of -1
+(truncated); here the episode ends after its last graded attempt. `rollout_batch_size` counts
+episodes; minibatches are the attempts of a rollout, shuffled, in `rollout_batch_size //
+minibatch_size` parts per epoch (the number of optimizer steps per update stays fixed).
+
+Two options of the reference code (RL_Heals_SFT rl/trainer), off by default here and ON in the
+paper presets (configs/paper-*.yaml), which follow the published code:
+- `pre_formula_weight` (code: generation_config.thought_prob_coef 0.5, "legacy value from
+  RL4VLM"): the action log-prob is w * (log-prob of the answer tokens before its "formula"
+  key) + (log-prob of the tokens from that key on). 1.0 = off (the plain sum). An answer
+  without the key keeps weight 1 everywhere (the code falls back to its last 4 tokens).
+- `max_ratio` (code: rl/trainer/algo/ppo.py, always on at 10): a sample whose policy ratio
+  exceeds it keeps only the clipped surrogate, whose gradient is zero there, so it adds no
+  policy gradient (its value loss stays). The code applies it per minibatch of one sample;
+  here per step. None = off.
 Log-probs, entropy and KL are those of the temperature-scaled policy that generated the data.
 KL to the start policy is the k3 estimator exp(d) - d - 1, d = logp_ref - logp, on the rollout
 tokens (always measured; a penalty only when kl_coef > 0). Entropy bonus off by default.
@@ -81,6 +104,9 @@ class PPOParams:
     sft_loss_rows: int = 256
     sft_loss_batch_size: int = 64
     seed: int = 0
+    max_tries: int = 1  # graded attempts per episode, with feedback turns (paper code: 5)
+    pre_formula_weight: float = 1.0  # weight of answer tokens before "formula" (code: 0.5)
+    max_ratio: float | None = None  # drop the policy gradient of steps over it (code: 10)
 
 
 DEFAULT_PARAMS: dict = defaults(PPOParams)
@@ -171,12 +197,17 @@ def gae(
     return adv, (adv + values) * mask
 
 
-def policy_loss(logp_new, logp_old, adv, mask, clip: float):
-    """Clipped surrogate, masked mean: max(-A r, -A clip(r, 1-c, 1+c)). Returns (loss, clipfrac)."""
+def policy_loss(logp_new, logp_old, adv, mask, clip: float, max_ratio: float | None = None):
+    """Clipped surrogate, masked mean: max(-A r, -A clip(r, 1-c, 1+c)). Returns (loss, clipfrac).
+    `max_ratio` (the reference's rule): a step with r > max_ratio keeps only the clipped term,
+    -A clip(r), a constant there: it adds no gradient."""
     ratio = torch.exp(logp_new - logp_old)
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - clip, 1.0 + clip)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    per_step = torch.maximum(unclipped, clipped)
+    if max_ratio is not None:
+        per_step = torch.where(ratio.detach() > max_ratio, clipped, per_step)
+    loss = masked_mean(per_step, mask)
     clip_frac = masked_mean((clipped > unclipped).float(), mask)
     return loss, clip_frac.detach()
 
@@ -196,15 +227,75 @@ def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
-def to_steps(logp, values, completion_mask, granularity: str):
+def to_steps(logp, values, completion_mask, granularity: str, weights=None):
     """Token tensors [B, T] -> RL steps: per token, or one step per answer ([B, 1]: summed
-    log-prob, V(s0) = value at the last prompt token). Returns (logp, values, step_mask)."""
+    log-prob, V(s0) = value at the last prompt token). `weights` [B, T] (sequence only): the
+    answer's log-prob is the weighted sum (None: the completion mask, a plain sum). Returns
+    (logp, values, step_mask)."""
     if granularity == "token":
         return logp, values, completion_mask.float()
     if granularity == "sequence":
-        seq_logp = (logp * completion_mask).sum(-1, keepdim=True)
+        w = completion_mask if weights is None else weights
+        seq_logp = (logp * w).sum(-1, keepdim=True)
         return seq_logp, values[:, :1], torch.ones_like(seq_logp)
     raise ValueError(f"granularity must be 'sequence' or 'token', got {granularity!r}")
+
+
+def episode_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    episode: torch.Tensor,
+    attempt: torch.Tensor,
+    n_episodes: int,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over the attempts of each episode: attempt k of episode e is step k of row e
+    (rewards, values, episode, attempt: [N] per attempt; an episode's attempts are 0..K_e-1 and
+    its last one is terminal). Returns (advantages, returns) per attempt, [N, 1]."""
+    n_steps = int(attempt.max().item()) + 1 if len(attempt) else 1
+    shape = (n_episodes, n_steps)
+    grid_r = torch.zeros(shape, dtype=torch.float, device=values.device)
+    grid_v = torch.zeros(shape, dtype=torch.float, device=values.device)
+    grid_m = torch.zeros(shape, dtype=torch.float, device=values.device)
+    grid_r[episode, attempt] = rewards.float()
+    grid_v[episode, attempt] = values.float()
+    grid_m[episode, attempt] = 1.0
+    adv, ret = gae(grid_r, grid_v, grid_m, gamma, lam)
+    return adv[episode, attempt][:, None], ret[episode, attempt][:, None]
+
+
+FORMULA_KEY = '"formula"'
+
+
+def pre_formula_mask(tokenizer, tokens: torch.Tensor, completion_mask: torch.Tensor):
+    """[B, T] bool: the answer tokens before the one that starts its "formula" key (found in
+    the decoded text; the first token whose decoded prefix reaches into the key opens the
+    formula part). An answer without the key: all False."""
+    out = torch.zeros_like(completion_mask, dtype=torch.bool)
+    for row, (ids, mask) in enumerate(zip(tokens.tolist(), completion_mask.tolist(), strict=True)):
+        ids = ids[: int(sum(mask))]
+        text = _decode(tokenizer, ids)
+        where = text.find(FORMULA_KEY)
+        if where < 0:
+            continue
+        lo, hi = 0, len(ids)  # the smallest k whose decoded prefix is longer than `where`
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(_decode(tokenizer, ids[: mid + 1])) > where:
+                hi = mid
+            else:
+                lo = mid + 1
+        out[row, :lo] = True
+    return out
+
+
+def log_prob_weights(completion_mask, pre_formula, weight: float):
+    """Per-token weights of the answer's log-prob: `weight` before the formula, 1 after (the
+    completion mask itself when weight is 1 or no mask was made)."""
+    if pre_formula is None or weight == 1.0:
+        return completion_mask
+    return completion_mask * torch.where(pre_formula, weight, 1.0).to(completion_mask.dtype)
 
 
 def step_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor, granularity: str):
@@ -235,13 +326,54 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float = 
 
 @dataclass
 class Rollout:
-    input_ids: torch.Tensor  # [B, P+T]: left-padded prompt, right-padded completion
-    attention_mask: torch.Tensor  # [B, P+T]: prompt tokens and completion up to EOS
-    completion_mask: torch.Tensor  # [B, T]: 1 up to and including the first EOS
+    """One row per attempt (one per episode when max_tries is 1), attempts of round 1 first."""
+
+    input_ids: torch.Tensor  # [N, P+T]: left-padded context, right-padded completion
+    attention_mask: torch.Tensor  # [N, P+T]: context tokens and completion up to EOS
+    completion_mask: torch.Tensor  # [N, T]: 1 up to and including the first EOS
     n_prompt: int
     texts: list[str]
-    rewards: torch.Tensor  # [B]
-    successes: torch.Tensor  # [B] bool
+    rewards: torch.Tensor  # [N]
+    successes: torch.Tensor  # [N] bool
+    episode: torch.Tensor | None = None  # [N] long: the episode (row of `rows`) of each attempt
+    attempt: torch.Tensor | None = None  # [N] long: 0-based attempt number
+    n_episodes: int | None = None
+    contexts: list[str] | None = None  # [N] the rendered text each attempt answered
+    pre_formula: torch.Tensor | None = None  # [N, T] bool, when asked for (pre_formula_mask)
+
+    def __post_init__(self):
+        n = self.input_ids.shape[0]
+        device = self.input_ids.device
+        if self.episode is None:
+            self.episode = torch.arange(n, device=device)
+        if self.attempt is None:
+            self.attempt = torch.zeros(n, dtype=torch.long, device=device)
+        if self.n_episodes is None:
+            self.n_episodes = n
+
+    def episode_stats(self) -> dict[str, torch.Tensor]:
+        """Per episode [E]: first-attempt reward and success, solved in any attempt, tries,
+        the sum of its attempts' rewards."""
+        e, dev = self.n_episodes, self.rewards.device
+        first = self.attempt == 0
+        order = torch.argsort(self.episode[first])
+        tries = torch.zeros(e, device=dev).index_add_(
+            0, self.episode, torch.ones_like(self.rewards)
+        )
+        solved = torch.zeros(e, device=dev).index_add_(0, self.episode, self.successes.float())
+        total = torch.zeros(e, device=dev).index_add_(0, self.episode, self.rewards.float())
+        return {
+            "reward_1": self.rewards[first][order],
+            "success_1": self.successes[first][order].float(),
+            "success_any": (solved > 0).float(),
+            "tries": tries,
+            "return": total,
+        }
+
+
+def _decode(tokenizer, ids) -> str:
+    """Answer text as evaluation decodes it (special tokens skipped, no space clean-up)."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 def multinomial(temperature: float, generator: torch.Generator | None = None):
@@ -282,7 +414,17 @@ def sample(
     return tokens, ((is_eos.cumsum(-1) - is_eos) == 0).long()
 
 
-RewardFn = Callable[[list[str], list[dict]], tuple[list[float], list[bool]]]
+# reward_fn(texts, rows) -> (rewards, successes) or (rewards, successes, reasons): the reasons
+# (the verdict's, `sftrl.game.score`) make the feedback turns of multi-turn episodes
+RewardFn = Callable[[list[str], list[dict]], tuple]
+
+
+def _pad_to(x: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
+    extra = width - x.shape[1]
+    if extra == 0:
+        return x
+    pad = torch.full((x.shape[0], extra), value, dtype=x.dtype, device=x.device)
+    return torch.cat([pad, x] if left else [x, pad], dim=1)
 
 
 def rollout(
@@ -294,39 +436,107 @@ def rollout(
     temperature: float,
     generator: torch.Generator | None = None,
     prompt_format: str = "raw",
+    max_tries: int = 1,
+    mark_formula: bool = False,
 ) -> Rollout:
-    """Answer every row's prompt once and score the answers (`reward_fn(texts, rows)`)."""
+    """Episodes of up to `max_tries` attempts at every row's prompt, scored by
+    `reward_fn(texts, rows)`. Attempt k+1 of an unsolved episode answers the conversation
+    prompt, answer 1, feedback 1, ..., answer k, feedback k (feedback = `render_feedback(answer,
+    reason)`, rendered by `sftrl.chat` as evaluation's multi-try does). `mark_formula`: also
+    mark the answer tokens before the formula key (`pre_formula_mask`)."""
+    if max_tries < 1:
+        raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+    from sftrl.game import render_feedback
+
     device = next(model.parameters()).device
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    # prompt rendering (models, #11): the same ids as evaluation and SFT give this prompt
-    encoded = [chat.encode_prompt(tokenizer, [chat.user(r["prompt"])], prompt_format) for r in rows]
-    prompt_ids, prompt_mask, _ = left_pad(encoded, pad_id)
-    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    tokens, completion_mask = sample(
-        model,
-        prompt_ids,
-        prompt_mask,
-        tokenizer.eos_token_id,
-        pad_id,
-        max_new_tokens,
-        temperature,
-        generator,
-    )
-    texts = [
-        tokenizer.decode(t[m.bool()].tolist(), skip_special_tokens=True)
-        for t, m in zip(tokens.cpu(), completion_mask.cpu(), strict=True)
-    ]
-    rewards, successes = reward_fn(texts, list(rows))
+    rows = list(rows)
+    conversations = [[chat.user(r["prompt"])] for r in rows]
+    pending = list(range(len(rows)))
+    rounds = []
+    for attempt in range(max_tries):
+        if not pending:
+            break
+        # prompt rendering (models, #11): the same ids as evaluation and SFT give this context
+        contexts = [chat.render_prompt(tokenizer, conversations[i], prompt_format) for i in pending]
+        encoded = [chat.encode_text(tokenizer, c, prompt_format) for c in contexts]
+        prompt_ids, prompt_mask, _ = left_pad(encoded, pad_id)
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        tokens, completion_mask = sample(
+            model,
+            prompt_ids,
+            prompt_mask,
+            tokenizer.eos_token_id,
+            pad_id,
+            max_new_tokens,
+            temperature,
+            generator,
+        )
+        texts = [
+            _decode(tokenizer, t[m.bool()].tolist())
+            for t, m in zip(tokens.cpu(), completion_mask.cpu(), strict=True)
+        ]
+        scored = reward_fn(texts, [rows[i] for i in pending])
+        rewards, successes = scored[0], scored[1]
+        rounds.append(
+            dict(
+                episode=list(pending),
+                attempt=attempt,
+                prompt_ids=prompt_ids,
+                prompt_mask=prompt_mask,
+                tokens=tokens,
+                completion_mask=completion_mask,
+                texts=texts,
+                contexts=contexts,
+                rewards=list(rewards),
+                successes=list(successes),
+            )
+        )
+        if attempt + 1 == max_tries:
+            break
+        if len(scored) < 3:
+            raise ValueError("max_tries > 1 needs a reward_fn that returns the verdicts' reasons")
+        still = []
+        for i, text, ok, reason in zip(pending, texts, successes, scored[2], strict=True):
+            if not ok:
+                conversations[i] = conversations[i] + [
+                    chat.assistant(text),
+                    chat.user(render_feedback(text, reason)),
+                ]
+                still.append(i)
+        pending = still
+    n_prompt = max(r["prompt_ids"].shape[1] for r in rounds)
+    n_new = max(r["tokens"].shape[1] for r in rounds)
+
+    def cat(key: str, width: int, value: int, left: bool) -> torch.Tensor:
+        return torch.cat([_pad_to(r[key], width, value, left) for r in rounds])
+
+    prompt_ids = cat("prompt_ids", n_prompt, pad_id, True)
+    prompt_mask = cat("prompt_mask", n_prompt, 0, True)
+    tokens = cat("tokens", n_new, pad_id, False)
+    completion_mask = cat("completion_mask", n_new, 0, False)
+    episode = [i for r in rounds for i in r["episode"]]
     return Rollout(
         input_ids=torch.cat([prompt_ids, tokens], dim=1),
         attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),
         completion_mask=completion_mask,
-        n_prompt=prompt_ids.shape[1],
-        texts=texts,
-        rewards=torch.tensor(rewards, dtype=torch.float, device=device),
-        successes=torch.tensor(successes, dtype=torch.bool, device=device),
+        n_prompt=n_prompt,
+        texts=[t for r in rounds for t in r["texts"]],
+        rewards=torch.tensor(
+            [x for r in rounds for x in r["rewards"]], dtype=torch.float, device=device
+        ),
+        successes=torch.tensor(
+            [bool(x) for r in rounds for x in r["successes"]], dtype=torch.bool, device=device
+        ),
+        episode=torch.tensor(episode, dtype=torch.long, device=device),
+        attempt=torch.tensor(
+            [r["attempt"] for r in rounds for _ in r["episode"]], dtype=torch.long, device=device
+        ),
+        n_episodes=len(rows),
+        contexts=[c for r in rounds for c in r["contexts"]],
+        pre_formula=pre_formula_mask(tokenizer, tokens, completion_mask) if mark_formula else None,
     )
 
 
@@ -357,11 +567,26 @@ def make_experience(actor_critic, roll: Rollout, p: dict, ref_policy=None) -> di
         exp["ref_logp"] = ref_logp
         exp["kl_start"] = masked_mean(kl_k3(logp, ref_logp), cmask).item()
     g = p.granularity
-    step_logp, step_values, smask = to_steps(logp, values, cmask, g)
+    weights = log_prob_weights(cmask, roll.pre_formula, p.pre_formula_weight)
+    exp["weights"] = weights
+    step_logp, step_values, smask = to_steps(logp, values, cmask, g, weights)
     rewards = roll.rewards
     if p.whiten_rewards and len(rewards) > 1:
         rewards = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
-    adv, returns = gae(step_rewards(rewards, cmask, g), step_values, smask, p.gamma, p.lam)
+    if g == "sequence":  # GAE over each episode's attempts (one attempt: A = r - V)
+        adv, returns = episode_gae(
+            rewards,
+            step_values[:, 0],
+            roll.episode,
+            roll.attempt,
+            roll.n_episodes,
+            p.gamma,
+            p.lam,
+        )
+    else:
+        if roll.input_ids.shape[0] != roll.n_episodes:
+            raise ValueError("multi-attempt episodes (max_tries > 1) need granularity 'sequence'")
+        adv, returns = gae(step_rewards(rewards, cmask, g), step_values, smask, p.gamma, p.lam)
     if p.whiten_advantages:
         adv = whiten(adv, smask)
     exp.update(logp=step_logp, values=step_values, smask=smask, adv=adv, returns=returns)
@@ -373,24 +598,33 @@ def ppo_update(actor_critic, optimizer, scheduler, roll: Rollout, exp: dict, p, 
     step). Each minibatch accumulates its micro-batches through `acc` (its
     gradient_accumulation_steps = micro-batches per minibatch: DDP syncs, DeepSpeed steps once);
     clipped gradients, one optimizer and scheduler step per minibatch. Returns mean metrics."""
-    n = roll.input_ids.shape[0]
-    mb, micro = min(p.minibatch_size, n), min(p.micro_batch_size, p.minibatch_size, n)
+    n = roll.input_ids.shape[0]  # attempts
+    n_ep = roll.n_episodes if roll.n_episodes is not None else n
+    mb, micro = min(p.minibatch_size, n_ep), min(p.micro_batch_size, p.minibatch_size, n_ep)
     n_micro = math.ceil(mb / micro)  # == acc.gradient_accumulation_steps
     gen = torch.Generator().manual_seed(int(p.seed) * 1_000_003 + step)
     sums: dict[str, float] = {}
     n_steps = 0
     for _ in range(p.ppo_epochs):
         order = torch.randperm(n, generator=gen)
-        for start in range(0, n - mb + 1, mb):
-            batch = order[start : start + mb]
-            for m0 in range(0, mb, micro):
-                idx = batch[m0 : m0 + micro].to(roll.input_ids.device)
+        if n == n_ep:  # one attempt per episode: minibatches of mb, micro-batches of micro
+            batches = [order[s : s + mb] for s in range(0, n - mb + 1, mb)]
+        else:  # the same number of minibatches and micro-batches, over all attempts
+            batches = list(torch.tensor_split(order, n_ep // mb))
+        for batch in batches:
+            if n == n_ep:
+                parts = [batch[m0 : m0 + micro] for m0 in range(0, mb, micro)]
+            else:
+                parts = list(torch.tensor_split(batch, n_micro))
+            size = len(batch)
+            for part in parts:
+                idx = part.to(roll.input_ids.device)
                 with acc.accumulate(actor_critic):
                     # acc.backward divides by n_micro: weight the micro-batch by its share
-                    scale = len(idx) / mb * n_micro
+                    scale = len(idx) / size * n_micro
                     stats = _micro_loss(actor_critic, roll, exp, idx, p, scale, acc)
                     for k, v in stats.items():
-                        sums[k] = sums.get(k, 0.0) + v * len(idx) / mb
+                        sums[k] = sums.get(k, 0.0) + v * len(idx) / size
                     if acc.sync_gradients:
                         grad_norm = acc.clip_grad_norm_(actor_critic.parameters(), p.max_grad_norm)
                     optimizer.step()
@@ -411,8 +645,12 @@ def _micro_loss(
         roll.input_ids[idx], roll.attention_mask[idx], roll.n_prompt, p.temperature
     )
     cmask = exp["cmask"][idx]
-    step_logp, step_values, smask = to_steps(logp, values, cmask, p.granularity)
-    pg, clip_frac = policy_loss(step_logp, exp["logp"][idx], exp["adv"][idx], smask, p.clip)
+    step_logp, step_values, smask = to_steps(
+        logp, values, cmask, p.granularity, exp["weights"][idx]
+    )
+    pg, clip_frac = policy_loss(
+        step_logp, exp["logp"][idx], exp["adv"][idx], smask, p.clip, p.max_ratio
+    )
     vf, vclip_frac = value_loss(
         step_values, exp["values"][idx], exp["returns"][idx], smask, p.value_clip
     )
@@ -422,13 +660,17 @@ def _micro_loss(
         loss = loss + p.kl_coef * masked_mean(kl_k3(logp, exp["ref_logp"][idx]), cmask)
     accelerator.backward(loss * weight)
     approx_kl = masked_mean(exp["logp_token"][idx] - logp.detach(), cmask)  # old || new, k1
-    return {
+    stats = {
         "policy_loss": pg.item(),
         "value_loss": vf.item(),
         "clip_frac": clip_frac.item(),
         "value_clip_frac": vclip_frac.item(),
         "approx_kl_old": approx_kl.item(),
     }
+    if p.max_ratio is not None:  # share of steps whose policy gradient the rule dropped
+        ratio = torch.exp(step_logp.detach() - exp["logp"][idx])
+        stats["ratio_drop_frac"] = masked_mean((ratio > p.max_ratio).float(), smask).item()
+    return stats
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -468,6 +710,19 @@ def build_optimizer(
     return optimizer, scheduler
 
 
+def check_params(p) -> None:
+    """Combinations the PPO loop does not run (ValueError naming the params)."""
+    if p.max_tries < 1:
+        raise ValueError(f"rl.ppo.max_tries must be >= 1, got {p.max_tries}")
+    if p.granularity != "sequence" and (p.max_tries > 1 or p.pre_formula_weight != 1.0):
+        raise ValueError(
+            "rl.ppo.max_tries > 1 and rl.ppo.pre_formula_weight != 1 need rl.ppo.granularity "
+            f"'sequence' (one action per attempt), got {p.granularity!r}"
+        )
+    if p.max_ratio is not None and p.max_ratio <= 1.0:
+        raise ValueError(f"rl.ppo.max_ratio must be > 1 (or null), got {p.max_ratio}")
+
+
 def micro_batches(p) -> tuple[int, int]:
     """(episodes per forward pass, forward passes per optimizer step)."""
     mb = min(p.minibatch_size, p.rollout_batch_size)
@@ -503,6 +758,7 @@ def train_ppo(
     `reference`. With a `checkpointer`, in-job checkpoints (accelerate's `save_state`: weights,
     optimizer, scheduler, RNG states, plus the sampling generator) let a rerun resume."""
     p = stage_params(PPOParams, params)
+    check_params(p)
     dist = dist or engine.Distributed()
     acc = accelerator or make_accelerator(p, dist)
     out = Path(out_dir) if out_dir is not None else None
@@ -554,6 +810,8 @@ def train_ppo(
                 p.temperature,
                 generator,
                 p.prompt_format,
+                max_tries=p.max_tries,
+                mark_formula=p.pre_formula_weight != 1.0,
             )
         t1 = time.perf_counter()
         with acc.autocast():
@@ -563,8 +821,9 @@ def train_ppo(
         stats = ppo_update(actor_critic, optimizer, scheduler, roll, exp, p, acc, step)
         actor_critic.eval()
         t2 = time.perf_counter()
-        rewards = acc.gather(roll.rewards)
-        successes = acc.gather(roll.successes.float())
+        # per episode (equal counts on every process): the first attempt's reward and success
+        episodes = {k: acc.gather(v) for k, v in roll.episode_stats().items()}
+        rewards, successes = episodes["reward_1"], episodes["success_1"]
         local = {
             "entropy": exp["entropy"],
             "kl_start": exp.get("kl_start"),
@@ -583,6 +842,14 @@ def train_ppo(
             "seconds_learn": round(t2 - t1, 4),
             **mean_over_processes(acc, local),
         }
+        if p.max_tries > 1:  # multi-turn episodes: attempts, success at 1 and at max_tries
+            record.update(
+                attempts=int(episodes["tries"].sum().item()),
+                tries_mean=episodes["tries"].mean().item(),
+                success_at_1=successes.mean().item(),
+                success_at_max=episodes["success_any"].mean().item(),
+                episode_return=episodes["return"].mean().item(),
+            )
         history.append(record)
         if acc.is_main_process:
             append_jsonl(metrics_path, record)
@@ -677,8 +944,8 @@ def train_from_dirs(
     engine.set_activation_checkpointing(policy, dist)
     hands = rl_common.cycle_rows(rl_common.rl_rows(data_dir), f"{p.seed}:0")  # one global stream
 
-    def reward_fn(texts, rows):
-        return rl_common.score_batch(texts, rows, p.reward, p.reward_mode)
+    def reward_fn(texts, rows):  # with the verdicts' reasons: the feedback of multi-turn episodes
+        return rl_common.score_batch(texts, rows, p.reward, p.reward_mode, with_reasons=True)
 
     probe, on_checkpoint = rl_common.sft_loss_probe(
         data_dir, out_dir, p, tokenizer, base_model, resumed

@@ -244,6 +244,29 @@ def data_texts(data_dir: str | Path) -> list[str]:
     return texts
 
 
+FEEDBACK_MARK = "You failed this trial because"  # sftrl.game.render_feedback
+
+
+def check_line_lengths(tokenizer, lines: Sequence[str], max_length: int, positions) -> None:
+    """Multi-try transcripts (pretrain.corpus.feedback_fraction) are the longest lines: cutting
+    one would drop its right answer, so they must fit pretrain.max_length (and the model's
+    positions). Other lines keep the silent cut at max_length."""
+    transcripts = [line for line in lines if FEEDBACK_MARK in line]
+    if not transcripts:
+        return
+    longest = max(len(x) for x in encode_lines(tokenizer, transcripts, 10**9))
+    for key, limit in (
+        ("pretrain.max_length", max_length),
+        ("model.tiny.max_position_embeddings", positions),
+    ):
+        if limit is not None and longest > limit:
+            raise ValueError(
+                f"pretrain.corpus.feedback_fraction: a multi-try transcript has {longest} "
+                f"tokens > {key} = {limit}; raise {key} or lower "
+                "pretrain.corpus.feedback_max_wrong"
+            )
+
+
 def train_base_model(
     params: dict,
     out_dir: str | Path,
@@ -274,6 +297,7 @@ def train_base_model(
     tokenizer = build_tokenizer(
         [*lines, *extra_texts], number_tokens=sizes.get("number_tokens", "word")
     )
+    check_line_lengths(tokenizer, lines, p.max_length, sizes.get("max_position_embeddings"))
     model = build_tiny_model(tokenizer, seed=p.seed, **sizes)
     stats = pretrain(
         model,

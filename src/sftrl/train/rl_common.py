@@ -32,11 +32,17 @@ def _rule(rule_json: str):
 
 
 def score_answer(
-    text: str, cards: Sequence[str], rule_json: str, kind: str = "published", mode: str = "strict"
+    text: str,
+    cards: Sequence[str],
+    rule_json: str,
+    kind: str = "published",
+    mode: str = "strict",
+    with_reason: bool = False,
 ):
     """(reward, success) of one answer. `kind`: 'published' = the paper's table (+5 correct,
     +1 valid prefix, -1 wrong, -2/-3 deductions); 'success' = 1.0 if correct else 0.0.
-    `mode`: the reward mode, how an answer is read (`sftrl.game.score`, config reward.mode)."""
+    `mode`: the reward mode, how an answer is read (`sftrl.game.score`, config reward.mode).
+    `with_reason`: (reward, success, the verdict's reason), the text of a feedback turn."""
     from sftrl.game import score
 
     if kind not in REWARD_KINDS:
@@ -44,17 +50,101 @@ def score_answer(
     verdict = score(text, list(cards), _rule(rule_json), mode=mode)
     success = bool(verdict.success)
     reward = float(verdict.reward) if kind == "published" else float(success)
-    return reward, success
+    return (reward, success, str(verdict.reason)) if with_reason else (reward, success)
 
 
 def score_batch(
-    texts: Sequence[str], rows: Sequence[dict], kind: str = "published", mode: str = "strict"
+    texts: Sequence[str],
+    rows: Sequence[dict],
+    kind: str = "published",
+    mode: str = "strict",
+    with_reasons: bool = False,
 ):
-    """Lists (rewards, successes) for answers to the hands in `rows` ('cards', 'rule')."""
-    pairs = [
-        score_answer(t, r["cards"], r["rule"], kind, mode) for t, r in zip(texts, rows, strict=True)
+    """Lists (rewards, successes) for answers to the hands in `rows` ('cards', 'rule'), plus
+    the verdicts' reasons with `with_reasons` (what multi-turn episodes feed back)."""
+    scored = [
+        score_answer(t, r["cards"], r["rule"], kind, mode, with_reasons)
+        for t, r in zip(texts, rows, strict=True)
     ]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    return tuple([x[i] for x in scored] for i in range(3 if with_reasons else 2))
+
+
+# ----------------------------------------------------------------------------- context
+
+# Allowance for one feedback turn in tokens ("You failed this trial because <reason> ."): 13 for
+# a wrong value ("the formula evaluates to 20 not 24"), ~20 for one wrong number ("... uses 10
+# which is not one of the cards and does not use 12"), ~30 for two (an OOD hand read with faces
+# as 10); an answer whose 4 numbers are all off the cards gets up to 67. Measured: the longest
+# 5-try transcript of SFT-format wrong answers (faces as 10 or wrong formulas) is 397 tokens.
+FEEDBACK_TOKENS = 32
+
+
+def _token_count(text: str, number_tokens: str = "word") -> int:
+    """Tokens of `text` for the tiny tokenizer (sftrl.modeling): one per word plus BOS; with
+    digit tokens a number is a space token plus one token per digit."""
+    words = text.split()
+    if number_tokens == "digits":
+        return 1 + sum(1 + len(w) if w.isdigit() else 1 for w in words)
+    return 1 + len(words)
+
+
+def longest_prompt_tokens(config: dict) -> int:
+    """Tokens of the longest hand prompt any configured rule renders (tiny tokenizer)."""
+    from sftrl.game import Rule, render_prompt
+
+    number_tokens = config.get("model", {}).get("tiny", {}).get("number_tokens", "word")
+    longest = 0
+    for name, rule_cfg in config["game"]["rules"].items():
+        rule = Rule.from_config({"name": name, **rule_cfg})
+        cards = ["10"] * rule.n_cards  # the longest label (two digit tokens with digits)
+        longest = max(longest, _token_count(render_prompt(cards, rule), number_tokens))
+    return longest
+
+
+def multi_try_context_length(
+    prompt_tokens: int, max_tries: int, max_new_tokens: int, feedback_tokens: int = FEEDBACK_TOKENS
+) -> int:
+    """Positions the last attempt of a `max_tries` episode may reach: the prompt, every answer
+    (at most `max_new_tokens`) and a feedback turn after each failed attempt."""
+    return prompt_tokens + max_tries * max_new_tokens + (max_tries - 1) * feedback_tokens
+
+
+def check_multi_try_context(config: dict, feedback_tokens: int = FEEDBACK_TOKENS) -> None:
+    """Plan-time: for the tiny model, the multi-try transcripts of PPO (rl.ppo.max_tries,
+    rl.ppo.max_new_tokens) and of evaluation (eval.multi_try, eval.decoding.max_new_tokens)
+    must fit model.tiny.max_position_embeddings. Raises sftrl.config.ConfigError naming the
+    keys. Other models: no check (their context is far longer)."""
+    from sftrl.config import ConfigError
+
+    model = config.get("model", {})
+    if model.get("source", "tiny") != "tiny":
+        return
+    limit = int(model.get("tiny", {}).get("max_position_embeddings", 256))
+    prompt = longest_prompt_tokens(config)
+    uses = []
+    rl = config.get("rl", {})
+    if "ppo" in rl.get("algorithms", ["ppo"]):
+        ppo = rl.get("ppo", {})
+        tries, new = int(ppo.get("max_tries", 1)), int(ppo.get("max_new_tokens", 56))
+        uses.append(("rl.ppo.max_tries", tries, "rl.ppo.max_new_tokens", new))
+    ev = config.get("eval", {})
+    multi = ev.get("multi_try", {})
+    if multi.get("enabled", False):
+        tries = int(multi.get("max_tries", 5))
+        new = int(ev.get("decoding", {}).get("max_new_tokens", 64))
+        uses.append(("eval.multi_try.max_tries", tries, "eval.decoding.max_new_tokens", new))
+    problems = []
+    for tries_key, tries, new_key, new in uses:
+        need = multi_try_context_length(prompt, tries, new, feedback_tokens)
+        if need > limit:
+            problems.append(
+                f"{tries_key} = {tries} with {new_key} = {new}: a transcript reaches {need} "
+                f"positions ({prompt} prompt + {tries} x {new} answer + {tries - 1} x "
+                f"{feedback_tokens} feedback tokens) > model.tiny.max_position_embeddings = "
+                f"{limit}; raise model.tiny.max_position_embeddings or lower {tries_key}"
+            )
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 # ----------------------------------------------------------------------------- hands
