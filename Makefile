@@ -12,7 +12,7 @@ export HF_HOME := $(CURDIR)/.cache/huggingface
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench sweep seeds clean
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
@@ -27,6 +27,19 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/snakemake
 	$(BIN)/sftrl summary
+
+## sweep: the protocol's development half (configs/experiments/rl-sweep.yaml), one run per
+## arm on one shared store; each arm's summary is kept as summary-<arm>.md
+SWEEP := results/experiments/rl-sweep
+sweep: venv
+	for arm in configs/experiments/rl-sweep/*.yaml; do \
+	  $(BIN)/snakemake --configfile configs/experiments/rl-sweep.yaml $$arm \
+	    && cp $(SWEEP)/summary.md $(SWEEP)/summary-$$(basename $$arm .yaml).md || exit 1; \
+	done
+
+## seeds: the held-out half, the chosen arm with fresh seeds (configs/experiments/rl-recovery-seeds.yaml)
+seeds: venv
+	$(BIN)/snakemake --configfile configs/experiments/rl-recovery-seeds.yaml
 
 ## test: lint, then the test suite (unit, property, workflow end to end, SLURM when root)
 test: venv lint
