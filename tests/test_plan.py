@@ -22,7 +22,7 @@ def test_same_config_same_ids():
 
 
 def test_rl_fans_out_over_epochs_algorithms_and_seeds():
-    p = plan(rl={"algorithms": ["ppo", "grpo"], "seeds": [0, 1]})
+    p = plan(rl={"algorithms": ["ppo", "grpo"], "seeds": [0, 1], "start_epochs": None})
     n_epochs = len(p.config["sft"]["epochs"])
     assert len(p.stage("rl")) == n_epochs * 2 * 2
     # every model artifact is evaluated exactly once

@@ -96,21 +96,41 @@ def test_plot_setting_change_reruns_only_plots(micro_run):
 
 
 @pytest.mark.slurm
+def find(label: str, *configs: str) -> list[str]:
+    """`sftrl plan --find`: the manifest paths of the artifacts labelled `label`."""
+    out = subprocess.run(
+        [str(BIN / "sftrl"), "plan", "--configfile", str(MICRO), *configs, "--find", label],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return [path for path in out if path.startswith("results/")]
+
+
 def test_slurm_run_gives_the_local_content_addresses(micro_run, slurm_cluster, tmp_path):
-    """The micro DAG through `--profile slurm` on a real local cluster: same ids as locally."""
+    """Every job kind through `--profile slurm` on a real local cluster (the evaluated RL runs
+    and an RL -> SFT run: data, pre-training, SFT, RL, RL -> SFT, evaluation): the same ids as
+    the local run. The rest of the DAG is analysis on one CPU, as locally."""
+    labels = ("eval ppo from epoch-2 seed 0", "eval grpo from epoch-2 seed 0")
+    labels += ("eval sft after ppo from epoch-2 seed 0",)
+    targets = [path for label in labels for path in find(label)]
     done = slurm_cluster.snakemake(
-        "-s", str(ROOT / "Snakefile"), "--configfile", str(MICRO), cwd=tmp_path, timeout=900
-    )
+        "-s", str(ROOT / "Snakefile"), "--configfile", str(MICRO), "--", *targets,
+        cwd=tmp_path, timeout=900,
+    )  # fmt: skip
     assert done.returncode == 0 and not done.timed_out, done.describe()
 
     def artifact_paths(workdir: Path) -> set[str]:
         results = workdir / "results"
         return {str(p.parent.relative_to(results)) for p in results.glob("*/*/manifest.json")}
 
-    assert artifact_paths(tmp_path) == artifact_paths(micro_run)
+    built = artifact_paths(tmp_path)
+    assert {str(Path(t).parent.relative_to("results")) for t in targets} <= built
+    assert built <= artifact_paths(micro_run)
     # the training jobs really went through SLURM (localrules run beside snakemake)
     submitted = {p.name for p in (tmp_path / ".snakemake" / "slurm_logs").glob("rule_*")}
-    assert {"rule_data", "rule_pretrain", "rule_sft", "rule_rl", "rule_eval"} <= submitted
+    assert {"rule_pretrain", "rule_sft", "rule_rl", "rule_rlsft", "rule_eval"} <= submitted
 
 
 @pytest.mark.slurm
@@ -122,14 +142,7 @@ def test_slurm_warning_signal_checkpoints_and_the_retry_resumes(slurm_cluster, t
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text("pretrain: {steps: 100}\ncheckpointing: {every_minutes: 0}\n")
     configs = ["--configfile", str(MICRO), str(overlay)]
-    found = subprocess.run(
-        [str(BIN / "sftrl"), "plan", *configs, "--find", "base"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    (target,) = [path for path in found if path.startswith("results/pretrain/")]
+    (target,) = [path for path in find("base", str(overlay)) if "/pretrain/" in path]
     art_id = Path(target).parent.name
     work, local = tmp_path / "slurm", tmp_path / "local"
     work.mkdir()

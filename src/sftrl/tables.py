@@ -354,6 +354,62 @@ class Collector:
         }
 
 
+def contrasts(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per replicate, each effect beside its control (issue 13): the spectra's rotation
+    against the random update of equal norm (F4), and the RL reward's change during SFT after
+    RL against the same SFT from the SFT checkpoint with no RL (claim 2 of 2601.07389)."""
+    rows = []
+    layers = tables["spectrum_layers"]
+    if not layers.empty and "null_share_rotation" in layers:
+        whole = layers[layers["module"] == "*"]
+        for (pair, rep), group in whole.groupby(["pair", "replicate"], dropna=False, sort=False):
+            for effect, real, null in (
+                ("mean top-k angle, U (deg)", "mean_angle_u", "null_mean_angle_u"),
+                ("dW energy in rotation", "rotation_share", "null_share_rotation"),
+            ):
+                rows.append(
+                    {
+                        "effect": f"{effect}: {pair}",
+                        "control": "random update of equal norm",
+                        "replicate": rep,
+                        "value": group[real].mean(),
+                        "control_value": group[null].mean(),
+                    }
+                )
+    coupling = tables["coupling"]
+    if not coupling.empty:
+        reward = coupling[coupling["kind"] == "reward_during_sft"].sort_values("step")
+        change = reward.groupby(["algorithm", "start_epoch", "replicate"], dropna=False)[
+            "value"
+        ].agg(lambda v: v.iloc[-1] - v.iloc[0])
+        control = {rep: v for (algo, _, rep), v in change.items() if algo == NO_RL}
+        for (algo, epoch, rep), value in change.items():
+            if algo != NO_RL and rep in control:
+                rows.append(
+                    {
+                        "effect": f"RL reward change during SFT after {algo} (from epoch "
+                        f"{epoch:g})",
+                        "control": "the same SFT with no RL before it",
+                        "replicate": rep,
+                        "value": value,
+                        "control_value": control[rep],
+                    }
+                )
+    return pd.DataFrame(rows, columns=["effect", "control", "replicate", "value", "control_value"])
+
+
+def seed_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over replicates and its t-interval (NaN bounds for one replicate)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / values.size**0.5
+    return mean, mean - half, mean + half
+
+
 def _first(record: dict[str, Any], *keys: str) -> float:
     for key in keys:
         if record.get(key) is not None:
@@ -373,7 +429,7 @@ def collect(
     rl_curves, coupling = c.rl_curves()
     recovery = c.recovery()
     c.rl_outcomes()
-    return {
+    tables = {
         "evals": c.evals(),
         "recovery": recovery,
         "pooled": c.pooled(),
@@ -383,6 +439,8 @@ def collect(
         "coupling": pd.DataFrame(coupling + c.rlsft_curves()),
         **c.spectra(),
     }
+    tables["contrasts"] = contrasts(tables)
+    return tables
 
 
 # ----------------------------------------------------------------------------- summary
@@ -519,22 +577,42 @@ def summary_markdown(tables: dict[str, pd.DataFrame]) -> str:
     coupling = tables["coupling"]
     if not coupling.empty:
         lines += ["", "## Non-decoupling (arXiv 2601.07389)", ""]
-        during = coupling[coupling["kind"] == "sft_loss_during_rl"]
+        during = coupling[coupling["kind"] == "sft_loss_during_rl"].sort_values("step")
         for (algo, epoch), group in during.groupby(["algorithm", "start_epoch"]):
-            last = group.sort_values("step").iloc[-1]
+            last = group.groupby("replicate", dropna=False).last()  # each replicate's end
             lines.append(
-                f"- {algo} from epoch {epoch:g}: SFT loss {last['ref_start']:.3f} at start -> "
-                f"{last['value']:.3f} after {int(last['step'])} RL updates "
-                f"(base model: {last['ref_base']:.3f})"
+                f"- {algo} from epoch {epoch:g}: SFT loss {last['ref_start'].mean():.3f} at "
+                f"start -> {last['value'].mean():.3f} after {int(last['step'].max())} RL updates "
+                f"(base model: {last['ref_base'].mean():.3f}; mean of {len(last)} seed(s))"
             )
-        after = coupling[coupling["kind"] == "reward_during_sft"]
+        after = coupling[coupling["kind"] == "reward_during_sft"].sort_values("step")
         for (algo, epoch), group in after.groupby(["algorithm", "start_epoch"]):
-            group = group.sort_values("step")
+            ends = group.groupby("replicate", dropna=False)["value"]
             what = f"{algo} (from epoch {epoch:g})" if algo != NO_RL else f"SFT epoch {epoch:g}"
             lines.append(
                 f"- SFT after {what}: mean@1 reward "
-                f"{group['value'].iloc[0]:.3f} -> {group['value'].iloc[-1]:.3f}"
+                f"{ends.first().mean():.3f} -> {ends.last().mean():.3f}"
                 + (" (no-RL control)" if algo == NO_RL else "")
+                + f" (mean of {ends.ngroups} seed(s))"
+            )
+    pairs = tables.get("contrasts", pd.DataFrame())
+    if not pairs.empty:
+        lines += [
+            "",
+            "## Effects beside their controls (mean over seeds; 95% t-interval over seeds)",
+            "",
+            "| effect | control | seeds | effect | control | effect - control [95%] "
+            "| seeds with effect > control |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for (effect, control), group in pairs.groupby(["effect", "control"], sort=False):
+            diff = (group["value"] - group["control_value"]).to_numpy()
+            mean, low, high = seed_interval(diff)
+            interval = "n/a" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
+            lines.append(
+                f"| {effect} | {control} | {len(group)} | {group['value'].mean():.3f} "
+                f"| {group['control_value'].mean():.3f} | {mean:+.3f} {interval} "
+                f"| {int((diff > 0).sum())} of {len(group)} |"
             )
     return "\n".join(lines) + "\n"
 
