@@ -84,7 +84,7 @@ def test_global_batch_that_the_gpu_count_cannot_form_fails_naming_the_keys():
     for key in ("sft.global_batch_size", "sft.batch_size", "resources.sft.gpu"):
         assert key in str(err.value)
     with pytest.raises(ConfigError, match="rl.grpo.num_generations"):
-        Plan(config_of(rl={"grpo": {"num_generations": 24}}), FINGERPRINT)
+        Plan(config_of(rl={"algorithms": ["grpo"], "grpo": {"num_generations": 24}}), FINGERPRINT)
 
 
 # ----------------------------------------------------------------------------- estimator
