@@ -360,9 +360,13 @@ def _toy_with_reasons(texts, rows):
 
 
 # SHA-256 prefixes of the toy policy after 3 micro PPO steps (whiten_rewards, gamma 1) made by
-# the single-attempt code before multi-turn episodes existed (torch 2.13 CPU, one thread)
+# the single-attempt code before multi-turn episodes existed (commit 20962a9), one pair per
+# machine it was run on: float kernels differ between CPU kinds, so the bytes do too
 SINGLE_ATTEMPT_SHA = {
-    "2.13.0+cpu": {"sequence": "dc029690cd016caa", "token": "dc483f232299e16f"},
+    "2.13.0+cpu": [
+        {"sequence": "dc029690cd016caa", "token": "dc483f232299e16f"},
+        {"sequence": "e31af0e8668b4760", "token": "ff1261b31f4f13a8"},
+    ],
 }
 
 
@@ -381,7 +385,7 @@ def test_max_tries_1_gives_the_single_attempt_weights(granularity):
     recorded = SINGLE_ATTEMPT_SHA.get(torch.__version__)
     if recorded is None:
         pytest.skip(f"weights recorded under torch {sorted(SINGLE_ATTEMPT_SHA)} only")
-    assert sha == recorded[granularity]
+    assert sha in {pair[granularity] for pair in recorded}
 
 
 def test_episodes_solved_at_once_take_the_single_attempt_path():
