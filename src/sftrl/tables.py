@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from sftrl.store import read_manifest
 from sftrl.surgery import registry as surgery
 from sftrl.train.common import read_jsonl
 
+RL_SEED = re.compile(r" seed \d+")  # in RL labels: "ppo from epoch-4 seed 0"
 NO_RL = "none"  # the coupling table's algorithm of the no-RL twin (SFT after SFT, a control)
 
 # ----------------------------------------------------------------------------- readers
@@ -312,7 +314,9 @@ class Collector:
     def spectra(self) -> dict[str, pd.DataFrame]:
         values, angles, layers = [], [], []
         for art in self.of_stage("spectrum"):
-            pair = art["label"]
+            # "... ppo from epoch-4 seed 2 final" -> "... ppo from epoch-4 final": the RL seed
+            # follows the replicate, so pairs of different replicates are one pair
+            pair = RL_SEED.sub("", art["label"])
             per_index = pd.read_parquet(Path(art["dir"]) / "per_index.parquet")
             per_index = per_index.assign(
                 pair=pair, artifact=art["id"], replicate=self.replicate(art["id"])
