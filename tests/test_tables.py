@@ -53,3 +53,25 @@ def test_seed_interval_is_a_t_interval_and_undefined_for_one_seed():
     assert math.isclose(mean - low, high - mean)
     one = seed_interval(np.array([1.0]))
     assert one[0] == 1.0 and math.isnan(one[1]) and math.isnan(one[2])
+
+
+def test_pooled_share_is_undefined_when_nothing_was_lost():
+    from sftrl.tables import Collector
+
+    c = Collector([], {})
+
+    def hands(k: int) -> np.ndarray:
+        return (np.arange(234) < k).astype(float)
+
+    # the held-out case: recipient 7 and 5 hands, donor 8 and 4: equal means but for rounding
+    c.outcomes = [
+        (("rl", "ppo", 4.0, "ood"), hands(a), hands(r), hands(d))
+        for a, r, d in ((2, 7, 8), (4, 5, 4))
+    ]
+    row = c.pooled().iloc[0]
+    assert math.isnan(row["recovery"]) and math.isnan(row["recovery_low"])
+    assert row["replicates"] == 2 and math.isclose(row["diff"], -3 / 234)
+    assert "undefined (no loss to recover)" in summary_markdown(
+        {"evals": pd.DataFrame(), "recovery": pd.DataFrame(), "pooled": c.pooled(),
+         "spectrum_layers": pd.DataFrame(), "coupling": pd.DataFrame()}
+    )  # fmt: skip
