@@ -95,7 +95,6 @@ def test_plot_setting_change_reruns_only_plots(micro_run):
     assert jobs and set(jobs) <= {"figure", "all"}, jobs
 
 
-@pytest.mark.slurm
 def find(label: str, *configs: str) -> list[str]:
     """`sftrl plan --find`: the manifest paths of the artifacts labelled `label`."""
     out = subprocess.run(
@@ -108,6 +107,7 @@ def find(label: str, *configs: str) -> list[str]:
     return [path for path in out if path.startswith("results/")]
 
 
+@pytest.mark.slurm
 def test_slurm_run_gives_the_local_content_addresses(micro_run, slurm_cluster, tmp_path):
     """Every job kind through `--profile slurm` on a real local cluster (the evaluated RL runs
     and an RL -> SFT run: data, pre-training, SFT, RL, RL -> SFT, evaluation): the same ids as
@@ -130,7 +130,8 @@ def test_slurm_run_gives_the_local_content_addresses(micro_run, slurm_cluster, t
     assert built <= artifact_paths(micro_run)
     # the training jobs really went through SLURM (localrules run beside snakemake)
     submitted = {p.name for p in (tmp_path / ".snakemake" / "slurm_logs").glob("rule_*")}
-    assert {"rule_pretrain", "rule_sft", "rule_rl", "rule_rlsft", "rule_eval"} <= submitted
+    jobs = ("data", "pretrain", "sft", "rl", "rlsft", "eval")
+    assert {f"rule_{job}" for job in jobs} <= submitted
 
 
 @pytest.mark.slurm
